@@ -1,0 +1,81 @@
+//! The chat boundary: one trait every platform implements, and the normalised events the
+//! engine receives.
+//!
+//! *Invariant*: Slack and Discord types never leave their folder; the engine sees a
+//! [`ChatEvent`] and answers with an [`OutMessage`]. Mentions are written `<@USERID>` in text,
+//! which Slack and Discord both understand and the console turns into `@name`.
+
+use async_trait::async_trait;
+
+pub mod console;
+pub mod outbox;
+
+/// Someone on the chat platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// What a reaction was added to: a message, or (console shorthand) a deployment's approval message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReactionTarget {
+    Message { channel: String, id: String },
+    Deployment(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatEvent {
+    /// `/deploy v1.0.0 prod` typed by `user` in `channel`.
+    Command { event_id: Option<String>, user: UserRef, channel: String, command: String, text: String },
+    ReactionAdded { event_id: Option<String>, user: UserRef, target: ReactionTarget, emoji: String },
+    ReactionRemoved { event_id: Option<String>, user: UserRef, target: ReactionTarget, emoji: String },
+}
+
+impl ChatEvent {
+    pub fn event_id(&self) -> Option<&str> {
+        match self {
+            ChatEvent::Command { event_id, .. } | ChatEvent::ReactionAdded { event_id, .. } | ChatEvent::ReactionRemoved { event_id, .. } => {
+                event_id.as_deref()
+            }
+        }
+    }
+}
+
+/// A platform-neutral message: light Markdown (`*bold*`, `` `code` ``, `<@U123>` mentions),
+/// with a first line that works as a notification summary.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutMessage {
+    pub text: String,
+}
+
+impl OutMessage {
+    pub fn new(text: impl Into<String>) -> OutMessage {
+        OutMessage { text: crate::secrets::redact(&text.into()) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("rate limited by the chat platform; retry after {retry_after_secs}s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the chat platform is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the chat platform refused the call: {0}")]
+    Refused(String),
+}
+
+#[async_trait]
+pub trait ChatPlatform: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Posts a message to a channel; returns the platform's message id.
+    async fn post(&self, channel: &str, msg: &OutMessage) -> Result<String, ChatError>;
+    /// Replaces the text of a message the bot posted.
+    async fn edit(&self, channel: &str, id: &str, msg: &OutMessage) -> Result<(), ChatError>;
+    /// Replies in the thread of message `thread`; returns the reply's id.
+    async fn reply(&self, channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError>;
+    /// A message only `user` sees.
+    async fn ephemeral(&self, channel: &str, user: &str, msg: &OutMessage) -> Result<(), ChatError>;
+    /// Whether `user` belongs to the group (Slack user group, Discord role).
+    async fn in_group(&self, user: &str, group: &str) -> Result<bool, ChatError>;
+}

@@ -1,0 +1,1012 @@
+//! The operator's TOML file, typed and validated once at load.
+//!
+//! Loading never stops at the first mistake: the file is split into its sections and each one is
+//! deserialized on its own, then every semantic rule (timezones, cron, durations, URLs, emoji,
+//! references between services and environments, secrets) is checked, and all problems are
+//! returned together with their key path and, where the TOML parser knows it, their line.
+//!
+//! Secrets are never inline: a secret field must hold a `${ENV_VAR}` reference, kept as a
+//! [`SecretRef`] whose value is read from the environment only when the part that needs it starts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use deploybot_commands::{Catalog, EnvName, ServiceName};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::monitor::rules::MonitorConfig;
+use crate::policy::{Policy, Window, WindowConfig};
+use crate::secrets::SecretRef;
+use crate::targets::TargetConfig;
+use crate::verify::VerifyConfig;
+
+/// One problem found in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub path: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{} (line {}): {}", self.path, line, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// Every problem of a file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{} problem(s) in {file}:\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<ConfigProblem>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw sections, as they appear in the file.
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotConfig {
+    #[serde(default = "default_database_url")]
+    pub database_url: String,
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// `text` (default) or `json` log lines.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+    /// Where the Markdown history file is written, if anywhere.
+    #[serde(default)]
+    pub history_file: Option<String>,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        BotConfig {
+            database_url: default_database_url(),
+            listen: default_listen(),
+            timezone: default_timezone(),
+            log_format: default_log_format(),
+            history_file: None,
+        }
+    }
+}
+
+fn default_database_url() -> String {
+    "sqlite://deploybot.db".into()
+}
+fn default_listen() -> String {
+    "127.0.0.1:3000".into()
+}
+fn default_timezone() -> String {
+    "UTC".into()
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    #[default]
+    Console,
+    Slack,
+    Discord,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SlackMode {
+    #[default]
+    Socket,
+    Events,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    #[serde(default)]
+    pub mode: SlackMode,
+    pub bot_token: SecretRef,
+    #[serde(default)]
+    pub app_token: Option<SecretRef>,
+    #[serde(default)]
+    pub signing_secret: Option<SecretRef>,
+    #[serde(default = "default_slack_api")]
+    pub api_url: String,
+}
+
+fn default_slack_api() -> String {
+    "https://slack.com/api".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordConfig {
+    pub token: SecretRef,
+    #[serde(default)]
+    pub public_key: Option<String>,
+    #[serde(default)]
+    pub application_id: Option<String>,
+    #[serde(default = "default_discord_api")]
+    pub api_url: String,
+}
+
+fn default_discord_api() -> String {
+    "https://discord.com".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    #[serde(default)]
+    pub platform: Platform,
+    #[serde(default)]
+    pub slack: Option<SlackConfig>,
+    #[serde(default)]
+    pub discord: Option<DiscordConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reactions {
+    #[serde(default = "default_approve")]
+    pub approve: String,
+    #[serde(default = "default_reject")]
+    pub reject: String,
+    #[serde(default = "default_rollback")]
+    pub rollback: String,
+}
+
+impl Default for Reactions {
+    fn default() -> Self {
+        Reactions { approve: default_approve(), reject: default_reject(), rollback: default_rollback() }
+    }
+}
+
+fn default_approve() -> String {
+    "white_check_mark".into()
+}
+fn default_reject() -> String {
+    "x".into()
+}
+fn default_rollback() -> String {
+    "rewind".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The image repository without tag, e.g. `your-registry/invoice-me-backend`.
+    pub image: String,
+    /// Deploy order: lower first; ties by name. The runbook deploys the backend before the frontend.
+    #[serde(default = "default_order")]
+    pub order: u32,
+}
+
+fn default_order() -> u32 {
+    100
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalConfig {
+    #[serde(default = "default_required")]
+    pub required: u32,
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    #[serde(default)]
+    pub self_approval: bool,
+    #[serde(default = "default_expires")]
+    pub expires_after: String,
+}
+
+fn default_required() -> u32 {
+    1
+}
+fn default_expires() -> String {
+    "30m".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotfixConfig {
+    /// Whether `--hotfix` is accepted at all in this environment.
+    #[serde(default = "default_true")]
+    pub allowed: bool,
+    /// Votes a hotfix needs (from the environment's approvers unless `approvers` is set).
+    #[serde(default = "default_required")]
+    pub approvals: u32,
+    #[serde(default)]
+    pub approvers: Option<Vec<String>>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Connection string of the database to dump, normally `${PROD_DATABASE_URL}`.
+    pub database_url: SecretRef,
+    /// `s3://bucket/prefix/`; the upload is skipped when absent.
+    #[serde(default)]
+    pub s3: Option<String>,
+    #[serde(default)]
+    pub s3_endpoint_url: Option<String>,
+    #[serde(default = "default_region")]
+    pub s3_region: String,
+    #[serde(default = "default_backup_dir")]
+    pub dir: String,
+    /// How long local dump files are kept, e.g. `7d`; `0s` deletes them after upload.
+    #[serde(default = "default_keep_local")]
+    pub keep_local: String,
+    #[serde(default = "default_backup_timeout")]
+    pub timeout: String,
+    #[serde(default = "default_pg_dump")]
+    pub pg_dump: String,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_backup_dir() -> String {
+    "backups".into()
+}
+fn default_keep_local() -> String {
+    "7d".into()
+}
+fn default_backup_timeout() -> String {
+    "30m".into()
+}
+fn default_pg_dump() -> String {
+    "pg_dump".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationConfig {
+    /// argv of the migration tool; `${ENV}` references are expanded when it runs.
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default = "default_migration_timeout")]
+    pub timeout: String,
+}
+
+fn default_migration_timeout() -> String {
+    "15m".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvBase {
+    pub channel: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Services deployed here; all configured services when absent.
+    #[serde(default)]
+    pub services: Option<Vec<String>>,
+    /// Promotion rule: the version must have succeeded on each of these first.
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// Who may request a deployment: user ids, `group:…`, or `"*"`.
+    #[serde(default = "default_deployers")]
+    pub deployers: Vec<String>,
+    /// Pipeline steps switched off here (`backup`, `migrations`, `verify`, `monitor`).
+    #[serde(default)]
+    pub skip_steps: Vec<String>,
+    /// The manual pre-deploy checklist, shown in the approval message for the approver to
+    /// confirm by approving.
+    #[serde(default)]
+    pub checklist: Vec<String>,
+}
+
+fn default_deployers() -> Vec<String> {
+    vec!["*".into()]
+}
+
+const STEP_NAMES: [&str; 4] = ["backup", "migrations", "verify", "monitor"];
+
+// ---------------------------------------------------------------------------------------------
+// The validated config the rest of the bot uses.
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bot: BotConfig,
+    pub bot_timezone: chrono_tz::Tz,
+    pub chat: ChatConfig,
+    pub reactions: Reactions,
+    pub services: BTreeMap<ServiceName, ServiceConfig>,
+    pub environments: BTreeMap<EnvName, Environment>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: EnvName,
+    pub base: EnvBase,
+    pub services: Vec<ServiceName>,
+    pub requires: Vec<EnvName>,
+    pub target: TargetConfig,
+    pub policy: Policy,
+    pub approvals: Option<Approvals>,
+    pub hotfix: HotfixConfig,
+    pub verify: VerifyConfig,
+    pub backup: Option<BackupConfig>,
+    pub migrations: Option<MigrationConfig>,
+    pub monitor: Option<MonitorConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Approvals {
+    pub required: u32,
+    pub approvers: Vec<String>,
+    pub self_approval: bool,
+    pub expires_after: Duration,
+}
+
+impl Environment {
+    pub fn step_enabled(&self, step: &str) -> bool {
+        !self.base.skip_steps.iter().any(|s| s == step)
+    }
+}
+
+impl Config {
+    /// Reads and validates a file; all problems are reported at once.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            problems: vec![ConfigProblem { path: "(file)".into(), line: None, message: format!("cannot read the file: {e}") }],
+        })?;
+        Config::parse(&text).map_err(|problems| ConfigError { file, problems })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
+        let root: toml::Table = match text.parse::<toml::Table>() {
+            Ok(t) => t,
+            Err(e) => {
+                let line = e.span().map(|s| line_of_offset(text, s.start));
+                return Err(vec![ConfigProblem {
+                    path: "(syntax)".into(),
+                    line,
+                    message: e.message().trim().to_string(),
+                }]);
+            }
+        };
+        let mut v = Validator { problems: Vec::new() };
+        let config = v.config(root);
+        if v.problems.is_empty() {
+            if let Some(config) = config {
+                return Ok(config);
+            }
+        }
+        let spans = toml_edit::ImDocument::parse(text).ok();
+        let mut problems = v.problems;
+        for p in &mut problems {
+            if p.line.is_none() {
+                p.line = spans.as_ref().and_then(|d| line_of_path(d, text, &p.path));
+            }
+        }
+        if problems.is_empty() {
+            problems.push(ConfigProblem { path: "(file)".into(), line: None, message: "the file could not be read as a deploybot config".into() });
+        }
+        Err(problems)
+    }
+
+    /// The command parser's view of environments and services.
+    pub fn catalog(&self) -> Catalog {
+        Catalog::new(
+            self.environments.values().map(|e| (e.name.clone(), e.base.aliases.clone())).collect(),
+            self.services.keys().cloned().collect(),
+        )
+    }
+
+    pub fn env(&self, name: &EnvName) -> Option<&Environment> {
+        self.environments.get(name)
+    }
+
+    /// The environment whose channel is `channel`, if exactly one uses it.
+    pub fn env_for_channel(&self, channel: &str) -> Option<&Environment> {
+        let mut it = self.environments.values().filter(|e| e.base.channel == channel);
+        match (it.next(), it.next()) {
+            (Some(e), None) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Every `${VAR}` the active parts of the config need, with the key that uses it.
+    pub fn required_secrets(&self) -> Vec<(String, &SecretRef)> {
+        let mut out = Vec::new();
+        match self.chat.platform {
+            Platform::Console => {}
+            Platform::Slack => {
+                if let Some(s) = &self.chat.slack {
+                    out.push(("chat.slack.bot_token".to_string(), &s.bot_token));
+                    match s.mode {
+                        SlackMode::Socket => {
+                            if let Some(t) = &s.app_token {
+                                out.push(("chat.slack.app_token".to_string(), t));
+                            }
+                        }
+                        SlackMode::Events => {
+                            if let Some(t) = &s.signing_secret {
+                                out.push(("chat.slack.signing_secret".to_string(), t));
+                            }
+                        }
+                    }
+                }
+            }
+            Platform::Discord => {
+                if let Some(d) = &self.chat.discord {
+                    out.push(("chat.discord.token".to_string(), &d.token));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "config OK: {} service(s), {} environment(s); chat {:?}; store {}\n",
+            self.services.len(),
+            self.environments.len(),
+            self.chat.platform,
+            crate::store::describe_url(&self.bot.database_url)
+        );
+        for env in self.environments.values() {
+            let approvals = match &env.approvals {
+                Some(a) => format!("{} approval(s)", a.required),
+                None => "no approval".into(),
+            };
+            s.push_str(&format!(
+                "  {} ({}): {} target, services [{}], {}, window: {}{}\n",
+                env.name,
+                env.base.channel,
+                env.target.kind(),
+                env.services.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                approvals,
+                env.policy.describe(),
+                if env.requires.is_empty() {
+                    String::new()
+                } else {
+                    format!(", requires [{}]", env.requires.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", "))
+                }
+            ));
+        }
+        s
+    }
+}
+
+/// Parses `30m`, `1h30m`, `15s`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration \"{s}\" ({e}); use forms like 30s, 5m, 1h30m, 7d"))
+}
+
+pub fn valid_emoji_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '+' | '\''))
+}
+
+struct Validator {
+    problems: Vec<ConfigProblem>,
+}
+
+impl Validator {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(ConfigProblem { path: path.into(), line: None, message: message.into() });
+    }
+
+    fn section<T: DeserializeOwned>(&mut self, path: &str, value: toml::Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let full = if inner == "." || inner.is_empty() { path.to_string() } else { format!("{path}.{inner}") };
+                let msg = e.into_inner().to_string();
+                self.problem(full, msg.trim().to_string());
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, s: &str) -> Option<Duration> {
+        match parse_duration(s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(path, e);
+                None
+            }
+        }
+    }
+
+    fn url(&mut self, path: &str, s: &str) {
+        match url::Url::parse(s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https" | "ws" | "wss") => {}
+            Ok(u) => self.problem(path, format!("unsupported URL scheme \"{}\" in \"{s}\" (http or https)", u.scheme())),
+            Err(e) => self.problem(path, format!("invalid URL \"{s}\": {e}")),
+        }
+    }
+
+    fn config(&mut self, mut root: toml::Table) -> Option<Config> {
+        let bot: BotConfig = match root.remove("bot") {
+            Some(v) => self.section("bot", v).unwrap_or_default(),
+            None => BotConfig::default(),
+        };
+        let chat: ChatConfig = match root.remove("chat") {
+            Some(v) => self.section("chat", v).unwrap_or_default(),
+            None => ChatConfig::default(),
+        };
+        let reactions: Reactions = match root.remove("reactions") {
+            Some(v) => self.section("reactions", v).unwrap_or_default(),
+            None => Reactions::default(),
+        };
+        let services_raw = root.remove("services");
+        let envs_raw = root.remove("environments");
+        for key in root.keys() {
+            self.problem(key.clone(), format!("unknown section `{key}`, expected one of `bot`, `chat`, `reactions`, `services`, `environments`"));
+        }
+
+        let bot_timezone = self.bot(&bot);
+        self.chat(&chat);
+        for (key, name) in [("approve", &reactions.approve), ("reject", &reactions.reject), ("rollback", &reactions.rollback)] {
+            let trimmed = name.trim_matches(':');
+            if !valid_emoji_name(trimmed) {
+                self.problem(format!("reactions.{key}"), format!("invalid emoji name \"{name}\" (Slack short names like white_check_mark)"));
+            }
+        }
+        let reactions = Reactions {
+            approve: reactions.approve.trim_matches(':').to_string(),
+            reject: reactions.reject.trim_matches(':').to_string(),
+            rollback: reactions.rollback.trim_matches(':').to_string(),
+        };
+        if reactions.approve == reactions.reject {
+            self.problem("reactions.reject", "the reject emoji must differ from the approve emoji");
+        }
+
+        let services = self.services(services_raw);
+        let environments = self.environments(envs_raw, &services);
+        Some(Config { bot, bot_timezone: bot_timezone?, chat, reactions, services, environments: environments? })
+    }
+
+    fn bot(&mut self, bot: &BotConfig) -> Option<chrono_tz::Tz> {
+        if let Err(e) = crate::store::check_url(&bot.database_url) {
+            self.problem("bot.database_url", e);
+        }
+        if bot.listen.parse::<std::net::SocketAddr>().is_err() {
+            self.problem("bot.listen", format!("\"{}\" is not a socket address like 127.0.0.1:3000", bot.listen));
+        }
+        if !matches!(bot.log_format.as_str(), "text" | "json") {
+            self.problem("bot.log_format", format!("unknown log format \"{}\" (text or json)", bot.log_format));
+        }
+        match bot.timezone.parse::<chrono_tz::Tz>() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                self.problem("bot.timezone", format!("unknown timezone \"{}\" (IANA names like America/New_York)", bot.timezone));
+                None
+            }
+        }
+    }
+
+    fn chat(&mut self, chat: &ChatConfig) {
+        if let Some(slack) = &chat.slack {
+            self.url("chat.slack.api_url", &slack.api_url);
+            match slack.mode {
+                SlackMode::Socket if slack.app_token.is_none() => {
+                    self.problem("chat.slack.app_token", "socket mode needs app_token = \"${SLACK_APP_TOKEN}\"")
+                }
+                SlackMode::Events if slack.signing_secret.is_none() => self.problem(
+                    "chat.slack.signing_secret",
+                    "events mode needs signing_secret = \"${SLACK_SIGNING_SECRET}\" to verify Slack's requests",
+                ),
+                _ => {}
+            }
+        }
+        if let Some(discord) = &chat.discord {
+            self.url("chat.discord.api_url", &discord.api_url);
+        }
+        match chat.platform {
+            Platform::Slack if chat.slack.is_none() => self.problem("chat.slack", "platform is slack but there is no [chat.slack] table"),
+            Platform::Discord if chat.discord.is_none() => {
+                self.problem("chat.discord", "platform is discord but there is no [chat.discord] table")
+            }
+            _ => {}
+        }
+    }
+
+    fn services(&mut self, raw: Option<toml::Value>) -> BTreeMap<ServiceName, ServiceConfig> {
+        let mut out = BTreeMap::new();
+        let table = match raw {
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => {
+                self.problem("services", "must be a table of [services.<name>] tables");
+                return out;
+            }
+            None => {
+                self.problem("services", "no services: add at least one [services.<name>] table with an image");
+                return out;
+            }
+        };
+        for (name, value) in table {
+            let path = format!("services.{name}");
+            let id = match ServiceName::new(&name) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    self.problem(&path, e);
+                    None
+                }
+            };
+            if let Some(svc) = self.section::<ServiceConfig>(&path, value) {
+                if svc.image.is_empty() || svc.image.contains(':') && !svc.image.contains('/') || svc.image.ends_with(':') {
+                    self.problem(format!("{path}.image"), format!("\"{}\" is not an image repository (no tag: the version is the tag)", svc.image));
+                } else if svc.image.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@')) {
+                    self.problem(format!("{path}.image"), format!("\"{}\" includes a tag or digest; give the repository only, the version is the tag", svc.image));
+                }
+                if let Some(id) = id {
+                    out.insert(id, svc);
+                }
+            }
+        }
+        out
+    }
+
+    fn environments(
+        &mut self,
+        raw: Option<toml::Value>,
+        services: &BTreeMap<ServiceName, ServiceConfig>,
+    ) -> Option<BTreeMap<EnvName, Environment>> {
+        let table = match raw {
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => {
+                self.problem("environments", "must be a table of [environments.<name>] tables");
+                return None;
+            }
+            None => {
+                self.problem("environments", "no environments: add at least one [environments.<name>] table");
+                return None;
+            }
+        };
+        let names: BTreeSet<String> = table.keys().cloned().collect();
+        let mut out = BTreeMap::new();
+        let mut aliases_seen: BTreeMap<String, String> = names.iter().map(|n| (n.clone(), n.clone())).collect();
+        let mut channels: BTreeMap<String, String> = BTreeMap::new();
+        let mut ok = true;
+        for (name, value) in table {
+            let path = format!("environments.{name}");
+            let env_name = match EnvName::new(&name) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    self.problem(&path, e);
+                    None
+                }
+            };
+            let env = self.environment(&path, value, services, &names);
+            match (env_name, env) {
+                (Some(n), Some(mut env)) => {
+                    for alias in &env.base.aliases {
+                        if let Some(prev) = aliases_seen.insert(alias.clone(), name.clone()) {
+                            self.problem(format!("{path}.aliases"), format!("alias \"{alias}\" is already used by environment {prev}"));
+                        }
+                        if EnvName::new(alias).is_err() {
+                            self.problem(format!("{path}.aliases"), format!("alias \"{alias}\" is not a valid environment name"));
+                        }
+                    }
+                    if let Some(prev) = channels.insert(env.base.channel.clone(), name.clone()) {
+                        tracing::debug!(channel = %env.base.channel, first = %prev, second = %name, "two environments share a channel");
+                    }
+                    env.name = n.clone();
+                    out.insert(n, env);
+                }
+                _ => ok = false,
+            }
+        }
+        self.promotion_cycles(&out);
+        ok.then_some(out)
+    }
+
+    fn promotion_cycles(&mut self, envs: &BTreeMap<EnvName, Environment>) {
+        for start in envs.keys() {
+            let mut stack: Vec<&EnvName> = vec![start];
+            let mut seen = BTreeSet::new();
+            while let Some(e) = stack.pop() {
+                if let Some(env) = envs.get(e) {
+                    for r in &env.requires {
+                        if r == start {
+                            self.problem(format!("environments.{start}.requires"), format!("promotion rule loops back to {start}"));
+                            return;
+                        }
+                        if seen.insert(r.clone()) {
+                            stack.push(r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn environment(
+        &mut self,
+        path: &str,
+        value: toml::Value,
+        services: &BTreeMap<ServiceName, ServiceConfig>,
+        env_names: &BTreeSet<String>,
+    ) -> Option<Environment> {
+        let mut table = match value {
+            toml::Value::Table(t) => t,
+            _ => {
+                self.problem(path, "must be a table");
+                return None;
+            }
+        };
+        let target_raw = table.remove("target");
+        let window_raw = table.remove("window");
+        let approvals_raw = table.remove("approvals");
+        let hotfix_raw = table.remove("hotfix");
+        let verify_raw = table.remove("verify");
+        let backup_raw = table.remove("backup");
+        let migrations_raw = table.remove("migrations");
+        let monitor_raw = table.remove("monitor");
+        let base: Option<EnvBase> = self.section(path, toml::Value::Table(table));
+
+        let target: Option<TargetConfig> = match target_raw {
+            Some(v) => self.section(&format!("{path}.target"), v),
+            None => {
+                self.problem(format!("{path}.target"), "missing target: e.g. target = { kind = \"command\", deploy = [...] }");
+                None
+            }
+        };
+        if let Some(t) = &target {
+            for (p, m) in t.validate(services) {
+                self.problem(format!("{path}.target.{p}"), m);
+            }
+        }
+
+        let policy = match window_raw {
+            None => Some(Policy::always_open()),
+            Some(v) => self.section::<WindowConfig>(&format!("{path}.window"), v).and_then(|w| match Window::from_config(&w) {
+                Ok(window) => Some(Policy::new(window)),
+                Err(errors) => {
+                    for e in errors {
+                        self.problem(format!("{path}.window.{}", e.path), e.message);
+                    }
+                    None
+                }
+            }),
+        };
+
+        let approvals = match approvals_raw {
+            None => Some(None),
+            Some(v) => self.section::<ApprovalConfig>(&format!("{path}.approvals"), v).map(|a| {
+                let p = format!("{path}.approvals");
+                self.approver_list(&format!("{p}.approvers"), &a.approvers);
+                if a.required > 0 && a.approvers.is_empty() {
+                    self.problem(format!("{p}.approvers"), format!("{} approval(s) required but nobody may approve: list user ids or group:<id>", a.required));
+                }
+                let expires_after = self.duration(&format!("{p}.expires_after"), &a.expires_after).unwrap_or(Duration::from_secs(1800));
+                (a.required > 0).then_some(Approvals {
+                    required: a.required,
+                    approvers: a.approvers,
+                    self_approval: a.self_approval,
+                    expires_after,
+                })
+            }),
+        };
+
+        let hotfix = match hotfix_raw {
+            None => Some(HotfixConfig { allowed: true, approvals: approvals.as_ref().and_then(|a| a.as_ref()).map_or(0, |a| a.required), approvers: None }),
+            Some(v) => self.section::<HotfixConfig>(&format!("{path}.hotfix"), v).inspect(|h| {
+                if let Some(list) = &h.approvers {
+                    self.approver_list(&format!("{path}.hotfix.approvers"), list);
+                }
+            }),
+        };
+
+        let verify = match verify_raw {
+            None => Some(VerifyConfig::default()),
+            Some(v) => self.section::<VerifyConfig>(&format!("{path}.verify"), v).inspect(|vc| {
+                for (p, m) in vc.validate() {
+                    self.problem(format!("{path}.verify.{p}"), m);
+                }
+            }),
+        };
+
+        let backup = match backup_raw {
+            None => Some(None),
+            Some(v) => self.section::<BackupConfig>(&format!("{path}.backup"), v).map(|b| {
+                let p = format!("{path}.backup");
+                self.duration(&format!("{p}.keep_local"), &b.keep_local);
+                self.duration(&format!("{p}.timeout"), &b.timeout);
+                if let Some(s3) = &b.s3 {
+                    if let Err(e) = parse_s3_uri(s3) {
+                        self.problem(format!("{p}.s3"), e);
+                    }
+                }
+                if let Some(u) = &b.s3_endpoint_url {
+                    self.url(&format!("{p}.s3_endpoint_url"), u);
+                }
+                Some(b)
+            }),
+        };
+
+        let migrations = match migrations_raw {
+            None => Some(None),
+            Some(v) => self.section::<MigrationConfig>(&format!("{path}.migrations"), v).map(|m| {
+                if m.command.is_empty() {
+                    self.problem(format!("{path}.migrations.command"), "empty command: e.g. [\"mvn\", \"flyway:migrate\"]");
+                }
+                self.duration(&format!("{path}.migrations.timeout"), &m.timeout);
+                Some(m)
+            }),
+        };
+
+        let monitor = match monitor_raw {
+            None => Some(None),
+            Some(v) => self.section::<MonitorConfig>(&format!("{path}.monitor"), v).map(|m| {
+                for (p, msg) in m.validate() {
+                    self.problem(format!("{path}.monitor.{p}"), msg);
+                }
+                Some(m)
+            }),
+        };
+
+        let base = base?;
+        if base.channel.trim().is_empty() {
+            self.problem(format!("{path}.channel"), "empty channel: the chat channel id where this environment's messages go");
+        }
+        self.approver_list(&format!("{path}.deployers"), &base.deployers);
+        for (i, s) in base.skip_steps.iter().enumerate() {
+            if !STEP_NAMES.contains(&s.as_str()) {
+                self.problem(format!("{path}.skip_steps[{i}]"), format!("unknown step \"{s}\" (one of {})", STEP_NAMES.join(", ")));
+            }
+        }
+        let env_services: Vec<ServiceName> = match &base.services {
+            None => services.keys().cloned().collect(),
+            Some(list) => {
+                let mut v = Vec::new();
+                for (i, s) in list.iter().enumerate() {
+                    match ServiceName::new(s).ok().filter(|n| services.contains_key(n)) {
+                        Some(n) => v.push(n),
+                        None => self.problem(
+                            format!("{path}.services[{i}]"),
+                            format!("unknown service \"{s}\" (known: {})", services.keys().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                        ),
+                    }
+                }
+                v
+            }
+        };
+        let mut requires = Vec::new();
+        for (i, r) in base.requires.iter().enumerate() {
+            match EnvName::new(r).ok().filter(|_| env_names.contains(r)) {
+                Some(n) => requires.push(n),
+                None => self.problem(
+                    format!("{path}.requires[{i}]"),
+                    format!("unknown environment \"{r}\" (known: {})", env_names.iter().cloned().collect::<Vec<_>>().join(", ")),
+                ),
+            }
+        }
+        let mut ordered = env_services;
+        ordered.sort_by_key(|s| (services.get(s).map_or(u32::MAX, |c| c.order), s.clone()));
+
+        Some(Environment {
+            name: EnvName::new("placeholder").ok()?,
+            services: ordered,
+            requires,
+            target: target?,
+            policy: policy?,
+            approvals: approvals?,
+            hotfix: hotfix?,
+            verify: verify?,
+            backup: backup?,
+            migrations: migrations?,
+            monitor: monitor?,
+            base,
+        })
+    }
+
+    fn approver_list(&mut self, path: &str, list: &[String]) {
+        for (i, a) in list.iter().enumerate() {
+            let ok = a == "*"
+                || a.strip_prefix("group:").is_some_and(valid_chat_id)
+                || valid_chat_id(a);
+            if !ok {
+                self.problem(format!("{path}[{i}]"), format!("\"{a}\" is not a user id, group:<id> or \"*\""));
+            }
+        }
+    }
+}
+
+fn valid_chat_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// The line of the deepest part of `path` (`environments.prod.window.allow[0].hours`) in the document.
+fn line_of_path(doc: &toml_edit::ImDocument<&str>, text: &str, path: &str) -> Option<usize> {
+    enum Node<'a> {
+        Item(&'a toml_edit::Item),
+        Table(&'a toml_edit::Table),
+        Value(&'a toml_edit::Value),
+    }
+    let mut node = Node::Item(doc.as_item());
+    let mut best: Option<usize> = None;
+    for seg in path_segments(path) {
+        let next = match (node, &seg) {
+            (Node::Item(toml_edit::Item::Table(t)), Segment::Key(k)) | (Node::Table(t), Segment::Key(k)) => {
+                if let Some(span) = t.key(k).and_then(|k| k.span()) {
+                    best = Some(span.start);
+                }
+                t.get(k).map(Node::Item)
+            }
+            (Node::Item(toml_edit::Item::Value(v)), _) | (Node::Value(v), _) => match (v, &seg) {
+                (toml_edit::Value::InlineTable(t), Segment::Key(k)) => t.get(k).map(Node::Value),
+                (toml_edit::Value::Array(a), Segment::Index(i)) => a.get(*i).map(Node::Value),
+                _ => None,
+            },
+            (Node::Item(toml_edit::Item::ArrayOfTables(a)), Segment::Index(i)) => a.get(*i).map(Node::Table),
+            _ => None,
+        };
+        match next {
+            Some(n) => {
+                let span = match n {
+                    Node::Item(i) => i.span(),
+                    Node::Table(t) => t.span(),
+                    Node::Value(v) => v.span(),
+                };
+                if let Some(span) = span {
+                    best = Some(span.start);
+                }
+                node = n;
+            }
+            None => break,
+        }
+    }
+    best.map(|o| line_of_offset(text, o))
+}
+
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn path_segments(path: &str) -> Vec<Segment> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let mut pieces = part.split('[');
+        if let Some(key) = pieces.next().filter(|k| !k.is_empty()) {
+            out.push(Segment::Key(key.to_string()));
+        }
+        for idx in pieces {
+            if let Ok(n) = idx.trim_end_matches(']').parse::<usize>() {
+                out.push(Segment::Index(n));
+            }
+        }
+    }
+    out
+}
+
+/// Splits `s3://bucket/prefix/` into bucket and key prefix (ending in `/` when not empty).
+pub fn parse_s3_uri(uri: &str) -> Result<(String, String), String> {
+    let rest = uri.strip_prefix("s3://").ok_or_else(|| format!("\"{uri}\" is not an S3 URI like s3://backups/invoiceme/"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !valid_bucket {
+        return Err(format!("\"{bucket}\" is not a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)"));
+    }
+    let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
+    Ok((bucket.to_string(), prefix))
+}

@@ -1,0 +1,761 @@
+//! The engine: chat commands and reactions in, deployments through their lifecycle, messages out.
+//!
+//! *Invariant*: every state change is written to the store (with its audit row) before it is
+//! announced; nothing about a deployment lives only in memory. Replies to the person who typed
+//! a command are private; everything about a deployment goes to its environment's channel
+//! through the [`Outbox`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use deploybot_commands::{At, Catalog, Command, DeployArgs, EnvName, RollbackArgs};
+use tokio::sync::Notify;
+
+use crate::approval::{self, Eligibility, Outcome};
+use crate::chat::outbox::{Draft, Outbox};
+use crate::chat::{ChatEvent, ChatPlatform, OutMessage, ReactionTarget, UserRef};
+use crate::config::{Config, Environment};
+use crate::model::*;
+use crate::store::{Patch, Stats, Store};
+use crate::targets::DeployTarget;
+
+pub mod clock;
+mod pipeline;
+pub mod render;
+
+pub use clock::Clock;
+
+/// Everything the engine needs, shared by the command handlers and the job runner.
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub outbox: Outbox,
+    pub chat: Arc<dyn ChatPlatform>,
+    pub targets: BTreeMap<EnvName, Arc<dyn DeployTarget>>,
+    pub http: reqwest::Client,
+    pub clock: Arc<dyn Clock>,
+    /// This replica's id, for job leases.
+    pub owner: String,
+    pub lease_ms: i64,
+    catalog: Catalog,
+    wake: Notify,
+}
+
+/// A private answer to the person who typed a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply(pub String);
+
+impl Engine {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        chat: Arc<dyn ChatPlatform>,
+        targets: BTreeMap<EnvName, Arc<dyn DeployTarget>>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Engine> {
+        let catalog = config.catalog();
+        let outbox = Outbox::new(store.clone(), chat.clone());
+        let owner = format!("{}-{}", hostname(), std::process::id());
+        Arc::new(Engine {
+            config,
+            store,
+            outbox,
+            chat,
+            targets,
+            http: reqwest::Client::builder().user_agent("deploybot").build().unwrap_or_default(),
+            clock,
+            owner,
+            lease_ms: 30_000,
+            catalog,
+            wake: Notify::new(),
+        })
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    fn now_ms(&self) -> Millis {
+        self.clock.now().timestamp_millis()
+    }
+
+    fn tz(&self) -> chrono_tz::Tz {
+        self.config.bot_timezone
+    }
+
+    /// Wakes the job runner (a job became ready).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Handles one chat event; the reply (if any) has already been sent privately.
+    #[tracing::instrument(skip_all, fields(event = ?event.event_id()))]
+    pub async fn handle(self: &Arc<Self>, event: ChatEvent) -> Result<Option<Reply>> {
+        if let Some(id) = event.event_id() {
+            if !self.store.mark_event(id, self.chat.name(), self.now_ms()).await? {
+                tracing::info!(event_id = id, "duplicate chat event ignored");
+                return Ok(None);
+            }
+        }
+        match event {
+            ChatEvent::Command { user, channel, command, text, .. } => {
+                let reply = match deploybot_commands::parse_parts(&self.catalog, &command, &text) {
+                    Ok(cmd) => match self.command(&user, &channel, cmd).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(error = format!("{e:#}"), "command failed");
+                            Reply(format!("⚠️ Something went wrong on my side: {}. Nothing was changed by this command; try again, or ask an operator to check the bot's log.", crate::secrets::redact(&format!("{e:#}"))))
+                        }
+                    },
+                    Err(usage) => Reply(format!("⚠️ {usage}")),
+                };
+                self.chat.ephemeral(&channel, &user.id, &OutMessage::new(&reply.0)).await.ok();
+                Ok(Some(reply))
+            }
+            ChatEvent::ReactionAdded { user, target, emoji, .. } => {
+                self.reaction(&user, &target, &emoji, true).await?;
+                Ok(None)
+            }
+            ChatEvent::ReactionRemoved { user, target, emoji, .. } => {
+                self.reaction(&user, &target, &emoji, false).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn command(self: &Arc<Self>, user: &UserRef, channel: &str, cmd: Command) -> Result<Reply> {
+        match cmd {
+            Command::Help { topic } => Ok(Reply(deploybot_commands::help_text(topic))),
+            Command::Deploy(args) => self.deploy_request(user, channel, args).await,
+            Command::Rollback(args) => self.rollback_request(user, channel, args).await,
+            Command::Verify { env } => self.verify_now(user, &env).await,
+            Command::Status { env } => self.status(env.as_ref()).await,
+            Command::History { env, limit } => {
+                let entries = self.store.history(env.as_ref().map(|e| e.as_str()), limit as i64, self.tz()).await?;
+                Ok(Reply(crate::store::render_history_markdown(&entries)))
+            }
+            Command::Stats { env, days } => {
+                let now = self.now();
+                let rows = self.store.stats_input(env.as_ref().map(|e| e.as_str()), (now - chrono::Duration::days(days as i64)).timestamp_millis()).await?;
+                Ok(Reply(Stats::compute(&rows, days, now).render(env.as_ref().map_or("all environments", |e| e.as_str()))))
+            }
+            Command::Window { env } => Ok(self.window(env.as_ref())),
+            Command::Lock { env, reason } => self.lock(user, &env, &reason).await,
+            Command::Unlock { env } => self.unlock(user, &env).await,
+            Command::Cancel { id } => self.cancel(user, id.get() as i64).await,
+        }
+    }
+
+    fn env(&self, name: &EnvName) -> Result<&Environment> {
+        self.config.env(name).with_context(|| format!("environment {name} is not configured"))
+    }
+
+    async fn allowed(&self, user: &str, list: &[String]) -> Result<bool> {
+        if list.iter().any(|a| a == "*" || a == user) {
+            return Ok(true);
+        }
+        for g in list.iter().filter_map(|a| a.strip_prefix("group:")) {
+            if self.chat.in_group(user, g).await.unwrap_or(false) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    // ------------------------------------------------------------------------------ /deploy
+
+    async fn deploy_request(self: &Arc<Self>, user: &UserRef, channel: &str, args: DeployArgs) -> Result<Reply> {
+        let env = self.env(&args.env)?.clone();
+        let now = self.now();
+        if !self.allowed(&user.id, &env.base.deployers).await? {
+            return Ok(Reply(format!("🚫 You may not deploy to {}. Deployers there: {}.", env.name, env.base.deployers.join(", "))));
+        }
+        if args.hotfix.is_some() && !env.hotfix.allowed {
+            return Ok(Reply(format!("🚫 Hotfixes are not allowed in {}; deploy in the window without --hotfix.", env.name)));
+        }
+        let services: Vec<String> = match &args.services {
+            Some(list) => {
+                let unknown: Vec<&str> = list.iter().map(|s| s.as_str()).filter(|s| !env.services.iter().any(|e| e.as_str() == *s)).collect();
+                if !unknown.is_empty() {
+                    return Ok(Reply(format!("⚠️ {} {} not deployed in {} (services there: {}).", unknown.join(", "), if unknown.len() == 1 { "is" } else { "are" }, env.name, env.services.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))));
+                }
+                env.services.iter().filter(|s| list.contains(s)).map(|s| s.to_string()).collect()
+            }
+            None => env.services.iter().map(|s| s.to_string()).collect(),
+        };
+        let hotfix = args.hotfix.is_some();
+        let version = args.version.to_string();
+
+        // When may it run?
+        let scheduled_for = match &args.at {
+            None => None,
+            Some(At::NextWindow) => match env.policy.next_window(now) {
+                Some(t) => Some(t),
+                None => return Ok(Reply(format!("🚫 {} has no deployment window in the next 400 days.", env.name))),
+            },
+            Some(At::Instant(t)) => {
+                let t = t.with_timezone(&Utc);
+                if t < now {
+                    return Ok(Reply(format!("⚠️ --at {} is in the past.", t.to_rfc3339())));
+                }
+                Some(t)
+            }
+        };
+        let check_at = scheduled_for.unwrap_or(now);
+        let decision = env.policy.check(check_at, hotfix);
+        if !decision.allowed {
+            let next = self.next_window_text(&env, now);
+            let record = self.new_deployment(&env, user, channel, &version, &services, args.hotfix.clone(), DeploymentState::Denied, None, 0, None);
+            let d = self.store.create_deployment(&record, now.timestamp_millis()).await?;
+            self.store.transition(d.id, &[DeploymentState::Denied], DeploymentState::Denied, &Patch { error: Some(decision.reason.clone()), ..Patch::default() }, &user.id, now.timestamp_millis()).await?;
+            let when = if scheduled_for.is_some() { "at that time" } else { "now" };
+            return Ok(Reply(format!(
+                "🚫 {} denied: {} cannot deploy to {} {when}: {}.\n{next}\nTo queue it for the next window: `/deploy {} {} --at next-window`{}",
+                d.short_id(),
+                version,
+                env.name,
+                decision.reason,
+                version,
+                env.name,
+                if env.hotfix.allowed && !hotfix { "\nUrgent fix? `--hotfix \"reason\"` may deploy outside the window (with the hotfix approvals)." } else { "" }
+            )));
+        }
+
+        // Preflight checks that can be made now (they are made again when the job starts).
+        if let Some(refusal) = self.preflight_refusal(&env, &version, scheduled_for.is_some()).await? {
+            return Ok(Reply(refusal));
+        }
+
+        if args.dry_run {
+            return self.plan(&env, &version, &services, hotfix).await.map(Reply);
+        }
+
+        let (required, expires_after) = match (&env.approvals, hotfix) {
+            (_, true) if env.hotfix.approvals > 0 => (env.hotfix.approvals as i64, env.approvals.as_ref().map_or(std::time::Duration::from_secs(1800), |a| a.expires_after)),
+            (Some(a), false) => (a.required as i64, a.expires_after),
+            _ => (0, std::time::Duration::ZERO),
+        };
+        let state = if required > 0 {
+            DeploymentState::AwaitingApproval
+        } else if scheduled_for.is_some() {
+            DeploymentState::Scheduled
+        } else {
+            DeploymentState::Queued
+        };
+        let expires_at = (required > 0).then(|| (now + chrono::Duration::from_std(expires_after).unwrap_or_default()).timestamp_millis());
+        let record = self.new_deployment(&env, user, channel, &version, &services, args.hotfix.clone(), state, scheduled_for.map(|t| t.timestamp_millis()), required, expires_at);
+
+        // Unscheduled requests hold the environment from now on: of two requests at once, one wins.
+        let d = self.store.create_deployment(&record, now.timestamp_millis()).await?;
+        if scheduled_for.is_none() {
+            let lock = Lock { env: env.name.to_string(), kind: LockKind::Deployment, holder: user.id.clone(), reason: format!("{} {}", d.short_id(), version), deployment_id: Some(d.id), created_at: now.timestamp_millis() };
+            if let Err(held) = self.store.try_lock(&lock).await? {
+                self.store.transition(d.id, &[state], DeploymentState::Cancelled, &Patch { error: Some(format!("environment locked: {}", held.reason)), ..Patch::default() }, "deploybot", self.now_ms()).await?;
+                return Ok(Reply(self.lock_refusal(&env, &held)));
+            }
+        }
+        self.announce(d.id).await?;
+        if required > 0 {
+            self.post_approval(d.id).await?;
+        } else {
+            self.wake();
+        }
+        let next = match state {
+            DeploymentState::AwaitingApproval => format!("waiting for {required} approval(s) in the environment's channel"),
+            DeploymentState::Scheduled => format!("scheduled for {}", render::local_time(record.scheduled_for.unwrap_or_default(), self.tz())),
+            _ => "queued: it starts now".into(),
+        };
+        Ok(Reply(format!("👍 {} {} → {} requested: {next}. Follow it in the channel; `/cancel {}` stops it.", d.short_id(), version, env.name, d.short_id())))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_deployment(&self, env: &Environment, user: &UserRef, channel: &str, version: &str, services: &[String], hotfix: Option<String>, state: DeploymentState, scheduled_for: Option<Millis>, required: i64, expires_at: Option<Millis>) -> NewDeployment {
+        NewDeployment {
+            env: env.name.to_string(),
+            kind: DeploymentKind::Deploy,
+            version: version.to_string(),
+            services: services.to_vec(),
+            state,
+            requested_by: user.id.clone(),
+            requested_by_name: user.name.clone(),
+            channel: channel.to_string(),
+            hotfix_reason: hotfix,
+            scheduled_for,
+            rollback_of: None,
+            with_db: false,
+            approvals_required: required,
+            approval_expires_at: expires_at,
+        }
+    }
+
+    fn lock_refusal(&self, env: &Environment, held: &Lock) -> String {
+        let by = match held.kind {
+            LockKind::Manual => format!("locked by {} since {}: \"{}\"", render::mention(&held.holder), render::local_time(held.created_at, self.tz()), held.reason),
+            LockKind::Deployment => format!("held by deployment {} (requested by {}) since {}", held.reason, render::mention(&held.holder), render::local_time(held.created_at, self.tz())),
+        };
+        let hint = match held.kind {
+            LockKind::Manual => format!("Ask them, or `/unlock {}` when it is safe.", env.name),
+            LockKind::Deployment => "Wait for it to finish, or cancel it with `/cancel`.".to_string(),
+        };
+        format!("🔒 {} is {by}. {hint}", env.name)
+    }
+
+    /// The reasons a deployment cannot proceed, checked at request time and again at start.
+    async fn preflight_refusal(&self, env: &Environment, version: &str, scheduled: bool) -> Result<Option<String>> {
+        if !scheduled {
+            if let Some(lock) = self.store.lock(env.name.as_str()).await? {
+                return Ok(Some(self.lock_refusal(env, &lock)));
+            }
+        }
+        let missing: Vec<String> = {
+            let mut m = Vec::new();
+            for r in &env.requires {
+                if !self.store.version_succeeded_on(r.as_str(), version).await? {
+                    m.push(r.to_string());
+                }
+            }
+            m
+        };
+        if !missing.is_empty() {
+            return Ok(Some(format!(
+                "🚫 {version} has not succeeded on {} yet; {} requires it first (promotion rule). Deploy it there: `/deploy {version} {}`",
+                missing.join(", "),
+                env.name,
+                missing[0]
+            )));
+        }
+        if self.targets.get(&env.name).is_none() {
+            return Ok(Some(format!("⚠️ {}'s {} target is not available in this build; nothing can be deployed there.", env.name, env.target.kind())));
+        }
+        Ok(None)
+    }
+
+    fn next_window_text(&self, env: &Environment, now: DateTime<Utc>) -> String {
+        match (env.policy.next_window(now), env.policy.timezone()) {
+            (Some(t), Some(tz)) => format!("Next window: {}.", crate::policy::format_next_window(t, now, tz)),
+            (Some(_), None) => "The window is open.".into(),
+            (None, _) => "No window opens in the next 400 days.".into(),
+        }
+    }
+
+    /// `--dry-run`: the exact plan, without doing anything.
+    async fn plan(&self, env: &Environment, version: &str, services: &[String], hotfix: bool) -> Result<String> {
+        let target = self.targets.get(&env.name).context("target missing")?;
+        let recorded = self.store.service_versions(env.name.as_str()).await?;
+        let mut lines = vec![format!("📝 Plan for {version} → {} ({} target){}, nothing was changed:", env.name, env.target.kind(), if hotfix { ", hotfix" } else { "" })];
+        let mut n = 1;
+        let mut step = |s: String, lines: &mut Vec<String>| {
+            lines.push(format!("{n}. {s}"));
+            n += 1;
+        };
+        step("preflight: window, lock, promotion rule, approvals re-checked".into(), &mut lines);
+        if let Some(a) = &env.approvals {
+            step(format!("approval: {} vote(s) from {}", if hotfix { env.hotfix.approvals } else { a.required }, a.approvers.join(", ")), &mut lines);
+        }
+        if env.backup.is_some() && env.step_enabled("backup") {
+            step("backup: pg_dump of the database, uploaded".into(), &mut lines);
+        }
+        if let Some(m) = env.migrations.as_ref().filter(|_| env.step_enabled("migrations")) {
+            step(format!("migrations: `{}`", m.command.join(" ")), &mut lines);
+        }
+        for s in services {
+            let image = self.config.services.iter().find(|(k, _)| k.as_str() == s).map(|(_, c)| c.image.clone()).unwrap_or_default();
+            let svc = deploybot_commands::ServiceName::new(s).map_err(anyhow::Error::msg)?;
+            let current = match target.current(&svc, &image).await {
+                Ok(Some(r)) => r.version,
+                _ => recorded.iter().find(|r| &r.service == s).map(|r| r.version.clone()).unwrap_or_else(|| "(nothing recorded)".into()),
+            };
+            step(format!("deploy {s}: {image}:{current} → {image}:{version}; rollback would restore {current}"), &mut lines);
+        }
+        if env.step_enabled("verify") {
+            step(format!("verify: {} health check(s), {} smoke test(s)", env.verify.health.len(), env.verify.smoke.len()), &mut lines);
+        }
+        if let Some(m) = env.monitor.as_ref().filter(|_| env.step_enabled("monitor")) {
+            step(format!("monitor: {} rule(s) for {}", m.rules.len(), m.watch), &mut lines);
+        }
+        step("record: history, summary in the channel".into(), &mut lines);
+        Ok(lines.join("\n"))
+    }
+
+    // ------------------------------------------------------------------------------ messages
+
+    fn progress_key(id: i64) -> String {
+        format!("deployment:{id}:progress")
+    }
+
+    fn approval_key(id: i64) -> String {
+        format!("deployment:{id}:approval")
+    }
+
+    /// Posts or edits the deployment's progress message from what the store holds.
+    pub async fn announce(&self, id: i64) -> Result<()> {
+        let d = self.store.deployment(id).await?.context("deployment vanished")?;
+        let steps = self.store.steps(id).await?;
+        let services = self.store.deployment_services(id).await?;
+        let approvers: Vec<String> = self.store.votes(id).await?.into_iter().filter(|v| v.vote == VoteKind::Approve).map(|v| v.user_name).collect();
+        let text = render::progress(&d, &steps, &services, &approvers, self.tz());
+        let channel = self.channel_of(&d);
+        self.outbox
+            .send(Draft { key: &Self::progress_key(id), channel: &channel, thread_key: None, deployment_id: Some(id), alert_id: None, purpose: "progress", text: &text })
+            .await
+    }
+
+    /// A reply in the deployment's thread, sent once per `key_suffix`.
+    pub async fn thread(&self, d: &Deployment, key_suffix: &str, text: &str) -> Result<()> {
+        let channel = self.channel_of(d);
+        self.outbox
+            .send(Draft {
+                key: &format!("deployment:{}:{key_suffix}", d.id),
+                channel: &channel,
+                thread_key: Some(&Self::progress_key(d.id)),
+                deployment_id: Some(d.id),
+                alert_id: None,
+                purpose: "thread",
+                text,
+            })
+            .await
+    }
+
+    fn channel_of(&self, d: &Deployment) -> String {
+        EnvName::new(&d.env).ok().and_then(|e| self.config.env(&e)).map(|e| e.base.channel.clone()).unwrap_or_else(|| d.channel.clone())
+    }
+
+    async fn post_approval(&self, id: i64) -> Result<()> {
+        let d = self.store.deployment(id).await?.context("deployment vanished")?;
+        let tally = self.tally(&d).await?;
+        let text = render::approval(
+            &d,
+            &tally.render(),
+            &self.manual_checklist(&d),
+            &self.config.reactions.approve,
+            &self.config.reactions.reject,
+            d.approval_expires_at.map(from_millis),
+            self.tz(),
+        );
+        let channel = self.channel_of(&d);
+        self.outbox
+            .send(Draft { key: &Self::approval_key(id), channel: &channel, thread_key: None, deployment_id: Some(id), alert_id: None, purpose: "approval", text: &text })
+            .await
+    }
+
+    fn manual_checklist(&self, d: &Deployment) -> Vec<String> {
+        EnvName::new(&d.env).ok().and_then(|e| self.config.env(&e)).map(|e| e.base.checklist.clone()).unwrap_or_default()
+    }
+
+    // ------------------------------------------------------------------------------ approvals
+
+    fn approval_rule(&self, d: &Deployment) -> Option<approval::Rule> {
+        let env = self.config.env(&EnvName::new(&d.env).ok()?)?;
+        let base = env.approvals.as_ref();
+        let approvers = if d.hotfix_reason.is_some() {
+            env.hotfix.approvers.clone().or_else(|| base.map(|a| a.approvers.clone()))?
+        } else {
+            base?.approvers.clone()
+        };
+        Some(approval::Rule { required: d.approvals_required.max(0) as u32, approvers, self_approval: base.is_some_and(|a| a.self_approval) })
+    }
+
+    async fn eligibility(&self, rule: &approval::Rule, user: &str, requester: &str) -> Eligibility {
+        let mut in_group = false;
+        if !rule.lists_user(user) {
+            for g in rule.groups() {
+                if self.chat.in_group(user, g).await.unwrap_or(false) {
+                    in_group = true;
+                    break;
+                }
+            }
+        }
+        rule.eligibility(user, requester, in_group)
+    }
+
+    /// Counts the votes under the current config (an approver removed from it no longer counts).
+    pub(crate) async fn tally(&self, d: &Deployment) -> Result<approval::Tally> {
+        let votes = self.store.votes(d.id).await?;
+        let rule = self.approval_rule(d);
+        let mut eligible = std::collections::HashSet::new();
+        if let Some(rule) = &rule {
+            for v in &votes {
+                if self.eligibility(rule, &v.user_id, &d.requested_by).await == Eligibility::Eligible {
+                    eligible.insert(v.user_id.clone());
+                }
+            }
+        }
+        Ok(approval::tally(d.approvals_required.max(0) as u32, &votes, |u| eligible.contains(u), d.approval_expires_at, self.now_ms()))
+    }
+
+    async fn reaction(self: &Arc<Self>, user: &UserRef, target: &ReactionTarget, emoji: &str, added: bool) -> Result<()> {
+        let emoji = emoji.trim_matches(':');
+        let deployment_id = match target {
+            ReactionTarget::Deployment(id) => Some(*id),
+            ReactionTarget::Message { channel, id } => {
+                let found = if channel.is_empty() { self.store.message_by_platform_id_any(id).await? } else { self.store.message_by_platform_id(channel, id).await? };
+                found.filter(|m| m.purpose == "approval").and_then(|m| m.deployment_id)
+            }
+        };
+        let Some(id) = deployment_id else { return Ok(()) };
+        let vote = if emoji == self.config.reactions.approve {
+            VoteKind::Approve
+        } else if emoji == self.config.reactions.reject {
+            VoteKind::Reject
+        } else {
+            return Ok(());
+        };
+        let Some(d) = self.store.deployment(id).await? else { return Ok(()) };
+        if d.state != DeploymentState::AwaitingApproval {
+            return Ok(());
+        }
+        let Some(rule) = self.approval_rule(&d) else { return Ok(()) };
+        let now = self.now_ms();
+        match self.eligibility(&rule, &user.id, &d.requested_by).await {
+            Eligibility::Requester => {
+                if added {
+                    self.thread(&d, &format!("ignored:{}", user.id), &format!("{}, your own reaction does not count: someone else must approve {} (self-approval is off).", render::mention(&user.id), d.short_id())).await?;
+                }
+                return Ok(());
+            }
+            Eligibility::NotAnApprover => {
+                if added {
+                    self.thread(&d, &format!("ignored:{}", user.id), &format!("{}'s reaction does not count: they are not an approver for {} (approvers: {}).", render::mention(&user.id), d.env, rule.approvers.join(", "))).await?;
+                }
+                return Ok(());
+            }
+            Eligibility::Eligible => {}
+        }
+        let changed = if added {
+            self.store.add_vote(&Vote { deployment_id: id, user_id: user.id.clone(), user_name: user.name.clone(), vote, created_at: now }).await?
+        } else {
+            self.store.withdraw_vote(id, &user.id, vote, now).await?
+        };
+        if changed {
+            self.settle_approval(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies the tally: approved → queued/scheduled, rejected or expired → closed, else re-render.
+    pub(crate) async fn settle_approval(self: &Arc<Self>, id: i64) -> Result<()> {
+        let Some(d) = self.store.deployment(id).await? else { return Ok(()) };
+        if d.state != DeploymentState::AwaitingApproval {
+            return Ok(());
+        }
+        let tally = self.tally(&d).await?;
+        let now = self.now_ms();
+        let from = [DeploymentState::AwaitingApproval];
+        match &tally.outcome {
+            Outcome::Pending => {}
+            Outcome::Approved => {
+                let next = if d.scheduled_for.is_some_and(|t| t > now) { DeploymentState::Scheduled } else { DeploymentState::Queued };
+                self.store.transition(id, &from, DeploymentState::Approved, &Patch::default(), "deploybot", now).await?;
+                self.store.transition(id, &[DeploymentState::Approved], next, &Patch::default(), "deploybot", now).await?;
+                self.wake();
+            }
+            Outcome::Rejected { by } => {
+                self.store.transition(id, &from, DeploymentState::Rejected, &Patch { finished_at: None, error: Some(format!("rejected by {by}")), ..Patch::default() }, "deploybot", now).await?;
+                self.store.release_deployment_lock(&d.env, id, now).await?;
+            }
+            Outcome::Expired => {
+                self.store.transition(id, &from, DeploymentState::Expired, &Patch { error: Some("approval expired".into()), ..Patch::default() }, "deploybot", now).await?;
+                self.store.release_deployment_lock(&d.env, id, now).await?;
+            }
+        }
+        self.post_approval(id).await?;
+        self.announce(id).await
+    }
+
+    /// Expires requests whose approval deadline passed (called by the scheduler).
+    pub async fn expire_approvals(self: &Arc<Self>) -> Result<()> {
+        for d in self.store.expired_approvals(self.now_ms()).await? {
+            self.settle_approval(d.id).await?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------ /rollback
+
+    async fn rollback_request(self: &Arc<Self>, user: &UserRef, channel: &str, args: RollbackArgs) -> Result<Reply> {
+        let env = self.env(&args.env)?.clone();
+        if !self.allowed(&user.id, &env.base.deployers).await? {
+            return Ok(Reply(format!("🚫 You may not roll back {}.", env.name)));
+        }
+        if args.with_db {
+            return Ok(Reply("⚠️ `--with-db` restores the pre-deploy database backup, and this build has no backup step yet: nothing was changed. Roll back the services without it, or restore the backup by hand.".into()));
+        }
+        let now = self.now_ms();
+        // What to go back to: --to, or the version before the last successful deployment.
+        let last = self
+            .store
+            .deployments(Some(env.name.as_str()), &[DeploymentState::Succeeded], 20)
+            .await?
+            .into_iter()
+            .find(|d| d.kind == DeploymentKind::Deploy);
+        let Some(last) = last else {
+            return Ok(Reply(format!("⚠️ Nothing to roll back in {}: no successful deployment is recorded.", env.name)));
+        };
+        let services_rec = self.store.deployment_services(last.id).await?;
+        let to = match &args.to {
+            Some(v) => v.to_string(),
+            None => match services_rec.iter().find_map(|s| s.from_version.clone()) {
+                Some(v) => v,
+                None => return Ok(Reply(format!("⚠️ {} was the first deployment recorded in {}; there is no previous version. Use `--to <version>`.", last.short_id(), env.name))),
+            },
+        };
+        let services: Vec<String> = match &args.services {
+            Some(list) => list.iter().map(|s| s.to_string()).collect(),
+            None => last.services.clone(),
+        };
+        let record = NewDeployment {
+            env: env.name.to_string(),
+            kind: DeploymentKind::Rollback,
+            version: to.clone(),
+            services,
+            state: DeploymentState::Queued,
+            requested_by: user.id.clone(),
+            requested_by_name: user.name.clone(),
+            channel: channel.to_string(),
+            hotfix_reason: None,
+            scheduled_for: None,
+            rollback_of: Some(last.id),
+            with_db: false,
+            approvals_required: 0,
+            approval_expires_at: None,
+        };
+        let d = self.store.create_deployment(&record, now).await?;
+        let lock = Lock { env: env.name.to_string(), kind: LockKind::Deployment, holder: user.id.clone(), reason: format!("{} rollback to {to}", d.short_id()), deployment_id: Some(d.id), created_at: now };
+        if let Err(held) = self.store.try_lock(&lock).await? {
+            self.store.transition(d.id, &[DeploymentState::Queued], DeploymentState::Cancelled, &Patch { error: Some("environment locked".into()), ..Patch::default() }, "deploybot", now).await?;
+            return Ok(Reply(self.lock_refusal(&env, &held)));
+        }
+        self.announce(d.id).await?;
+        self.wake();
+        Ok(Reply(format!("⏪ {} rolling {} back to {to} (undoing {} {}).", d.short_id(), env.name, last.short_id(), last.version)))
+    }
+
+    // ------------------------------------------------------------------------------ other commands
+
+    async fn verify_now(&self, user: &UserRef, env: &EnvName) -> Result<Reply> {
+        let env = self.env(env)?;
+        let current = self.store.service_versions(env.name.as_str()).await?;
+        let version = current.first().map(|s| s.version.clone()).unwrap_or_default();
+        let report = crate::verify::run(&env.verify, &crate::verify::Vars::new(version.clone(), env.name.to_string(), format!("verify-{}", self.now_ms())), &self.http).await;
+        let text = format!("{} /verify {} by {}: {}\n{}", if report.ok { "✅" } else { "❌" }, env.name, render::mention(&user.id), report.summary(), report.details());
+        self.outbox
+            .send(Draft { key: &format!("verify:{}:{}", env.name, self.now_ms()), channel: &env.base.channel, thread_key: None, deployment_id: None, alert_id: None, purpose: "verify", text: &text })
+            .await?;
+        Ok(Reply(format!("{} {}", if report.ok { "✅" } else { "❌" }, report.summary())))
+    }
+
+    async fn status(&self, env: Option<&EnvName>) -> Result<Reply> {
+        let envs: Vec<&Environment> = match env {
+            Some(e) => vec![self.env(e)?],
+            None => self.config.environments.values().collect(),
+        };
+        let mut out = Vec::new();
+        for env in envs {
+            let mut lines = vec![format!("*{}* ({} target; window: {})", env.name, env.target.kind(), if env.policy.check(self.now(), false).allowed { "open" } else { "closed" })];
+            let running = self.store.service_versions(env.name.as_str()).await?;
+            for s in &env.services {
+                let v = running.iter().find(|r| r.service == s.as_str()).map(|r| format!("{} (#{})", r.version, r.deployment_id.unwrap_or_default())).unwrap_or_else(|| "nothing recorded".into());
+                lines.push(format!("  {s}: {v}"));
+            }
+            if let Some(lock) = self.store.lock(env.name.as_str()).await? {
+                lines.push(format!("  🔒 {}", self.lock_refusal(env, &lock).trim_start_matches("🔒 ")));
+            }
+            let mut states: Vec<DeploymentState> = DeploymentState::ALL.into_iter().filter(|s| s.is_in_flight()).collect();
+            states.push(DeploymentState::Scheduled);
+            for d in self.store.deployments(Some(env.name.as_str()), &states, 20).await? {
+                lines.push(format!("  {} {} {} by {} — {}", d.state.emoji(), d.short_id(), d.version, render::mention(&d.requested_by), d.state.as_str().replace('_', " ")));
+            }
+            out.push(lines.join("\n"));
+        }
+        Ok(Reply(out.join("\n")))
+    }
+
+    fn window(&self, env: Option<&EnvName>) -> Reply {
+        let now = self.now();
+        let envs: Vec<&Environment> = match env.and_then(|e| self.config.env(e)) {
+            Some(e) => vec![e],
+            None => self.config.environments.values().collect(),
+        };
+        let lines: Vec<String> = envs
+            .iter()
+            .map(|e| {
+                let d = e.policy.check(now, false);
+                let state = if d.allowed { "🟢 open now" } else { "🔴 closed now" };
+                let next = if d.allowed { String::new() } else { format!(" {}", self.next_window_text(e, now)) };
+                format!("*{}*: {state} ({}).{next}\n  Rule: {}", e.name, d.reason, e.policy.describe())
+            })
+            .collect();
+        Reply(lines.join("\n"))
+    }
+
+    async fn lock(&self, user: &UserRef, env: &EnvName, reason: &str) -> Result<Reply> {
+        let env = self.env(env)?;
+        let lock = Lock { env: env.name.to_string(), kind: LockKind::Manual, holder: user.id.clone(), reason: reason.to_string(), deployment_id: None, created_at: self.now_ms() };
+        match self.store.try_lock(&lock).await? {
+            Ok(()) => {
+                self.outbox
+                    .send(Draft { key: &format!("lock:{}:{}", env.name, lock.created_at), channel: &env.base.channel, thread_key: None, deployment_id: None, alert_id: None, purpose: "lock", text: &format!("🔒 {} locked by {}: \"{reason}\". Deployments are refused until `/unlock {}`.", env.name, render::mention(&user.id), env.name) })
+                    .await?;
+                Ok(Reply(format!("🔒 {} is locked: \"{reason}\".", env.name)))
+            }
+            Err(held) => Ok(Reply(self.lock_refusal(env, &held))),
+        }
+    }
+
+    async fn unlock(&self, user: &UserRef, env: &EnvName) -> Result<Reply> {
+        let env = self.env(env)?;
+        match self.store.release_manual_lock(env.name.as_str(), &user.id, self.now_ms()).await? {
+            Some(l) if l.kind == LockKind::Manual => {
+                self.outbox
+                    .send(Draft { key: &format!("unlock:{}:{}", env.name, self.now_ms()), channel: &env.base.channel, thread_key: None, deployment_id: None, alert_id: None, purpose: "lock", text: &format!("🔓 {} unlocked by {} (was: \"{}\").", env.name, render::mention(&user.id), l.reason) })
+                    .await?;
+                Ok(Reply(format!("🔓 {} is unlocked.", env.name)))
+            }
+            Some(l) => Ok(Reply(format!("⚠️ {} is held by deployment {}, not by a manual lock; it is released when that deployment ends (or `/cancel` it).", env.name, l.reason))),
+            None => Ok(Reply(format!("{} was not locked.", env.name))),
+        }
+    }
+
+    async fn cancel(self: &Arc<Self>, user: &UserRef, id: i64) -> Result<Reply> {
+        let Some(d) = self.store.deployment(id).await? else {
+            return Ok(Reply(format!("⚠️ There is no deployment #{id}.")));
+        };
+        let now = self.now_ms();
+        let waiting = [DeploymentState::Requested, DeploymentState::AwaitingApproval, DeploymentState::Approved, DeploymentState::Queued, DeploymentState::Scheduled];
+        if waiting.contains(&d.state) {
+            let patch = Patch { error: Some(format!("cancelled by {}", user.name)), release_lease: true, ..Patch::default() };
+            if self.store.transition(id, &waiting, DeploymentState::Cancelled, &patch, &user.id, now).await? {
+                self.store.release_deployment_lock(&d.env, id, now).await?;
+                self.announce(id).await?;
+                if d.approvals_required > 0 {
+                    self.post_approval(id).await?;
+                }
+                return Ok(Reply(format!("🛑 {} cancelled before it ran; nothing was changed.", d.short_id())));
+            }
+        }
+        let Some(d) = self.store.deployment(id).await? else { return Ok(Reply(format!("⚠️ There is no deployment #{id}."))) };
+        if d.state.is_executing() || d.state == DeploymentState::Interrupted {
+            if d.state == DeploymentState::Interrupted {
+                let patch = Patch { error: Some(format!("cancelled by {} after an interruption", user.name)), finished_at: Some(now), release_lease: true, ..Patch::default() };
+                self.store.transition(id, &[DeploymentState::Interrupted], DeploymentState::Cancelled, &patch, &user.id, now).await?;
+                self.store.release_deployment_lock(&d.env, id, now).await?;
+                self.announce(id).await?;
+                return Ok(Reply(format!("🛑 {} closed; {} is unlocked. Check what runs there with `/status {}`.", d.short_id(), d.env, d.env)));
+            }
+            self.store.request_cancel(id, &user.id, now).await?;
+            self.thread(&d, "cancel", &format!("🛑 {} asked to cancel; the job stops at its next safe point and rolls back what it changed.", render::mention(&user.id))).await?;
+            return Ok(Reply(format!("🛑 {} is {}: it stops at the next safe point and rolls back what it changed.", d.short_id(), d.state.as_str().replace('_', " "))));
+        }
+        Ok(Reply(format!("{} already ended ({}); nothing to cancel.", d.short_id(), d.state)))
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "deploybot".into())
+}

@@ -1,0 +1,624 @@
+//! The durable job runner: claims ready deployments (leases, so each runs on one replica),
+//! walks them through the runbook's steps, rolls back on failure, and resumes after a crash.
+//!
+//! Every step's start and outcome are written before they are announced. After a restart a
+//! job found executing is resumed from the step it was in when that step is safe to repeat
+//! (preflight, deploy, verify, monitor, record, rollback); otherwise (migrations, backup) it is
+//! marked `interrupted`, keeps the lock, and the channel is told what a human must decide.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use deploybot_commands::{EnvName, ServiceName};
+use tokio::sync::watch;
+
+use super::render;
+use super::Engine;
+use crate::config::Environment;
+use crate::model::*;
+use crate::store::Patch;
+use crate::targets::{DeployRequest, Deployed, RollbackRequest, Running, TargetError};
+
+/// The steps of a deployment, in order.
+const PHASES: [&str; 7] = ["preflight", "backup", "migrations", "deploy", "verify", "monitor", "record"];
+
+/// Steps that may not simply run again after a crash.
+const UNSAFE_TO_REPEAT: [&str; 2] = ["migrations", "backup"];
+
+/// Why a pipeline stopped early.
+enum Stop {
+    /// A step failed; `changed` says whether services may have changed.
+    Failed { step: String, reason: String, diagnostics: Option<String> },
+    Cancelled { by: String },
+}
+
+impl Engine {
+    /// Runs jobs until `shutdown` turns true.
+    pub async fn run_jobs(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if self.store.dialect() == crate::store::Dialect::Sqlite {
+            // One replica by construction: whatever was executing belonged to our previous life.
+            if let Ok(n) = self.store.clear_leases().await {
+                if n > 0 {
+                    tracing::warn!(jobs = n, "found jobs left running by a previous process; resuming them");
+                }
+            }
+        }
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let claimed = match self.store.claim_job(&self.owner, self.now_ms(), self.lease_ms).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "cannot claim jobs from the store");
+                    None
+                }
+            };
+            match claimed {
+                Some(d) => {
+                    let engine = self.clone();
+                    tokio::spawn(async move { engine.execute(d).await });
+                }
+                None => {
+                    tokio::select! {
+                        _ = self.woken() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Claims and runs one ready job to its end; false when none was ready. For tests and the demo.
+    pub async fn run_next_job(self: &Arc<Self>) -> Result<bool> {
+        match self.store.claim_job(&self.owner, self.now_ms(), self.lease_ms).await? {
+            Some(d) => {
+                self.clone().execute(d).await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(deployment = d.id, env = %d.env, version = %d.version))]
+    async fn execute(self: Arc<Self>, d: Deployment) {
+        let renew = {
+            let engine = self.clone();
+            let id = d.id;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis((engine.lease_ms / 3).max(100) as u64)).await;
+                    match engine.store.renew_lease(id, &engine.owner, engine.now_ms(), engine.lease_ms).await {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => tracing::warn!(error = %e, "could not renew the job's lease"),
+                    }
+                }
+            })
+        };
+        if let Err(e) = self.execute_inner(d.clone()).await {
+            tracing::error!(error = format!("{e:#}"), "the job stopped on an unexpected error");
+            let _ = self.store.add_issue(d.id, &format!("job error: {e:#}"), self.now_ms()).await;
+        }
+        renew.abort();
+    }
+
+    async fn execute_inner(self: &Arc<Self>, d: Deployment) -> Result<()> {
+        let Some(env) = EnvName::new(&d.env).ok().and_then(|e| self.config.env(&e)).cloned() else {
+            let patch = Patch { error: Some(format!("environment {} is no longer configured", d.env)), finished_at: Some(self.now_ms()), release_lease: true, ..Patch::default() };
+            self.store.transition(d.id, &[d.state], DeploymentState::Failed, &patch, "deploybot", self.now_ms()).await?;
+            return Ok(());
+        };
+        match d.state {
+            DeploymentState::Queued | DeploymentState::Scheduled => self.start(d, &env).await,
+            s if s.is_executing() => self.resume(d, &env).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Re-checks everything, then starts the pipeline.
+    async fn start(self: &Arc<Self>, d: Deployment, env: &Environment) -> Result<()> {
+        let now = self.now();
+        let from = [d.state];
+        if d.kind == DeploymentKind::Deploy {
+            let decision = env.policy.check(now, d.hotfix_reason.is_some());
+            if !decision.allowed {
+                let next = env.policy.next_window(now).map(|t| t.timestamp_millis());
+                self.store.release_deployment_lock(&d.env, d.id, self.now_ms()).await?;
+                let patch = Patch { scheduled_for: next, release_lease: true, ..Patch::default() };
+                self.store.transition(d.id, &from, DeploymentState::Scheduled, &patch, "deploybot", self.now_ms()).await?;
+                self.thread(&d, &format!("rescheduled:{}", self.now_ms()), &format!("⏸️ The window closed before {} could start ({}). It will start when the window opens: {}.", d.short_id(), decision.reason, next.map(|t| render::local_time(t, self.tz())).unwrap_or_else(|| "never in the next 400 days".into()))).await?;
+                return self.announce(d.id).await;
+            }
+        }
+        // A scheduled job takes the environment now.
+        if d.state == DeploymentState::Scheduled {
+            let lock = Lock { env: d.env.clone(), kind: LockKind::Deployment, holder: d.requested_by.clone(), reason: format!("{} {}", d.short_id(), d.version), deployment_id: Some(d.id), created_at: self.now_ms() };
+            match self.store.try_lock(&lock).await? {
+                Ok(()) => {}
+                Err(held) if held.deployment_id == Some(d.id) => {}
+                Err(held) => {
+                    let retry = self.now_ms() + 60_000;
+                    let patch = Patch { scheduled_for: Some(retry), release_lease: true, ..Patch::default() };
+                    self.store.transition(d.id, &from, DeploymentState::Scheduled, &patch, "deploybot", self.now_ms()).await?;
+                    self.thread(&d, "waiting-for-lock", &format!("⏸️ {} is due but {} is locked ({}); retrying every minute.", d.short_id(), d.env, held.reason)).await?;
+                    return Ok(());
+                }
+            }
+        }
+        // Approval again, under the current config.
+        if d.approvals_required > 0 {
+            let tally = self.tally(&d).await?;
+            if tally.outcome != crate::approval::Outcome::Approved {
+                let expires = env.approvals.as_ref().map(|a| self.now_ms() + a.expires_after.as_millis() as i64);
+                let patch = Patch { approval_expires_at: expires, release_lease: true, ..Patch::default() };
+                self.store.transition(d.id, &from, DeploymentState::AwaitingApproval, &patch, "deploybot", self.now_ms()).await?;
+                self.thread(&d, &format!("reapproval:{}", self.now_ms()), &format!("🔐 The approvals of {} no longer hold under the current config ({}); it needs approval again.", d.short_id(), tally.render())).await?;
+                self.post_approval(d.id).await?;
+                return self.announce(d.id).await;
+            }
+        }
+        let patch = Patch { started_at: Some(self.now_ms()), ..Patch::default() };
+        if !self.store.transition(d.id, &from, DeploymentState::Running, &patch, "deploybot", self.now_ms()).await? {
+            return Ok(());
+        }
+        let d = self.store.deployment(d.id).await?.context("deployment vanished")?;
+        self.announce(d.id).await?;
+        self.run_from(d, env, 0).await
+    }
+
+    /// Picks up a job found executing after a restart.
+    async fn resume(self: &Arc<Self>, d: Deployment, env: &Environment) -> Result<()> {
+        let steps = self.store.steps(d.id).await?;
+        let now = self.now_ms();
+        for s in steps.iter().filter(|s| s.state == StepState::Running) {
+            self.store.finish_step(s.id, StepState::Interrupted, Some("the bot stopped while this step ran"), now).await?;
+        }
+        let step = d.current_step.clone().unwrap_or_else(|| "preflight".into());
+        tracing::warn!(step = %step, state = %d.state, "resuming a job after a restart");
+        if d.state == DeploymentState::RollingBack {
+            self.thread(&d, &format!("resumed:{now}"), &format!("♻️ The bot restarted while rolling back {}; it is rolling back again (safe to repeat).", d.short_id())).await?;
+            let reason = d.error.clone().unwrap_or_else(|| "the deployment failed".into());
+            return self.roll_back(d, env, &reason, false).await;
+        }
+        if UNSAFE_TO_REPEAT.contains(&step.as_str()) {
+            let patch = Patch { error: Some(format!("interrupted during {step} by a restart")), release_lease: true, ..Patch::default() };
+            self.store.transition(d.id, &[d.state], DeploymentState::Interrupted, &patch, "deploybot", now).await?;
+            self.thread(&d, "interrupted", &format!(
+                "⚠️ The bot restarted while {} was in its *{step}* step, which is not safe to run twice. {} stays locked. A human must decide: check the step's effect (e.g. `flyway_schema_history`), then `/cancel {}` to close it, or `/rollback {}`.",
+                d.short_id(), d.env, d.short_id(), d.env
+            )).await?;
+            return self.announce(d.id).await;
+        }
+        self.thread(&d, &format!("resumed:{now}"), &format!("♻️ The bot restarted during {}'s *{step}* step; resuming from that step (safe to repeat).", d.short_id())).await?;
+        let index = match d.kind {
+            DeploymentKind::Rollback if step == "rollback" => PHASES.iter().position(|p| *p == "deploy").unwrap_or(0),
+            _ => PHASES.iter().position(|p| *p == step).unwrap_or(0),
+        };
+        self.run_from(d, env, index).await
+    }
+
+    async fn run_from(self: &Arc<Self>, d: Deployment, env: &Environment, start: usize) -> Result<()> {
+        for (i, phase) in PHASES.iter().enumerate().skip(start) {
+            let seq = i as i64 + 1;
+            let d = self.store.deployment(d.id).await?.context("deployment vanished")?;
+            if d.lease_owner.as_deref() != Some(&self.owner) {
+                tracing::warn!("lost the job's lease; another replica owns it now");
+                return Ok(());
+            }
+            if let Some(by) = d.cancel_requested_by.clone() {
+                return self.stop(d, env, Stop::Cancelled { by }).await;
+            }
+            let outcome = match *phase {
+                "preflight" => self.preflight(&d, env, seq).await,
+                "backup" => self.optional_step(&d, env, seq, "backup", env.backup.is_some(), |_| async {
+                    Err(Stop::Failed { step: "backup".into(), reason: "the backup step (pg_dump to S3) is configured but not available in this build; remove [backup] or add \"backup\" to skip_steps".into(), diagnostics: None })
+                }).await,
+                "migrations" => self.migrations(&d, env, seq).await,
+                "deploy" => self.deploy_services(&d, env, seq).await,
+                "verify" => self.verify_step(&d, env, seq, "verify").await,
+                "monitor" => self.monitor(&d, env, seq).await,
+                _ => return self.record(d, env, seq).await,
+            };
+            if let Err(stop) = outcome {
+                return self.stop(d, env, stop).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn begin_step(&self, d: &Deployment, seq: i64, name: &str) -> Result<Step> {
+        let step = self.store.start_step(d.id, seq, name, self.now_ms()).await?;
+        self.announce(d.id).await?;
+        Ok(step)
+    }
+
+    async fn end_step(&self, d: &Deployment, step: &Step, state: StepState, detail: &str) -> Result<()> {
+        self.store.finish_step(step.id, state, (!detail.is_empty()).then_some(detail), self.now_ms()).await?;
+        self.announce(d.id).await
+    }
+
+    async fn optional_step<F, Fut>(&self, d: &Deployment, env: &Environment, seq: i64, name: &str, configured: bool, body: F) -> Result<(), Stop>
+    where
+        F: FnOnce(Step) -> Fut,
+        Fut: std::future::Future<Output = Result<String, Stop>>,
+    {
+        if !configured {
+            return Ok(());
+        }
+        if !env.step_enabled(name) {
+            self.store.skip_step(d.id, seq, name, "disabled in this environment (skip_steps)", self.now_ms()).await.map_err(internal)?;
+            return Ok(());
+        }
+        let step = self.begin_step(d, seq, name).await.map_err(internal)?;
+        match body(step.clone()).await {
+            Ok(detail) => self.end_step(d, &step, StepState::Succeeded, &detail).await.map_err(internal),
+            Err(stop) => {
+                if let Stop::Failed { reason, diagnostics, .. } = &stop {
+                    let detail = match diagnostics {
+                        Some(diag) => format!("{reason}\n{diag}"),
+                        None => reason.clone(),
+                    };
+                    self.end_step(d, &step, StepState::Failed, &detail).await.map_err(internal)?;
+                }
+                Err(stop)
+            }
+        }
+    }
+
+    async fn preflight(&self, d: &Deployment, env: &Environment, seq: i64) -> Result<(), Stop> {
+        let step = self.begin_step(d, seq, "preflight").await.map_err(internal)?;
+        let result = self.preflight_inner(d, env).await;
+        match result {
+            Ok(detail) => self.end_step(d, &step, StepState::Succeeded, &detail).await.map_err(internal),
+            Err(reason) => {
+                self.end_step(d, &step, StepState::Failed, &reason).await.map_err(internal)?;
+                Err(Stop::Failed { step: "preflight".into(), reason, diagnostics: None })
+            }
+        }
+    }
+
+    /// Records what runs before (exactly, for rollback) and what each service will become.
+    async fn preflight_inner(&self, d: &Deployment, env: &Environment) -> Result<String, String> {
+        if d.kind == DeploymentKind::Deploy {
+            for r in &env.requires {
+                if !self.store.version_succeeded_on(r.as_str(), &d.version).await.map_err(|e| e.to_string())? {
+                    return Err(format!("{} has not succeeded on {r} (promotion rule)", d.version));
+                }
+            }
+        }
+        let target = self.targets.get(&env.name).ok_or_else(|| format!("the {} target is not available", env.target.kind()))?;
+        let recorded = self.store.service_versions(&d.env).await.map_err(|e| e.to_string())?;
+        let existing = self.store.deployment_services(d.id).await.map_err(|e| e.to_string())?;
+        let rolled_back = match d.rollback_of {
+            Some(of) => self.store.deployment_services(of).await.map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        let mut lines = Vec::new();
+        for name in &d.services {
+            // A repeated preflight keeps what the first one recorded as "before".
+            if let Some(s) = existing.iter().find(|s| &s.service == name) {
+                lines.push(format!("{name}: {} → {}", s.from_version.as_deref().unwrap_or("(none)"), s.to_version));
+                continue;
+            }
+            let service = ServiceName::new(name).map_err(|e| e.to_string())?;
+            let image = self.image_of(name);
+            let current = match target.current(&service, &image).await {
+                Ok(Some(r)) => Some(r),
+                Ok(None) => recorded.iter().find(|r| &r.service == name).map(|r| Running { version: r.version.clone(), reference: r.reference.clone() }),
+                Err(e) => return Err(format!("cannot read what runs for {name}: {e}")),
+            };
+            // Rolling back to the version a deployment replaced: use its exact reference.
+            let to_ref = rolled_back.iter().find(|s| &s.service == name && s.from_version.as_deref() == Some(d.version.as_str())).and_then(|s| s.from_ref.clone());
+            let record = DeploymentService {
+                deployment_id: d.id,
+                service: name.clone(),
+                from_version: current.as_ref().map(|c| c.version.clone()),
+                from_ref: current.as_ref().and_then(|c| c.reference.clone()),
+                to_version: d.version.clone(),
+                to_ref,
+                state: "pending".into(),
+            };
+            self.store.put_deployment_service(&record, self.now_ms()).await.map_err(|e| e.to_string())?;
+            lines.push(format!("{name}: {} → {}", record.from_version.as_deref().unwrap_or("(none)"), d.version));
+        }
+        Ok(lines.join("\n"))
+    }
+
+    fn image_of(&self, service: &str) -> String {
+        self.config.services.iter().find(|(k, _)| k.as_str() == service).map(|(_, c)| c.image.clone()).unwrap_or_default()
+    }
+
+    async fn migrations(&self, d: &Deployment, env: &Environment, seq: i64) -> Result<(), Stop> {
+        if d.kind == DeploymentKind::Rollback {
+            return Ok(());
+        }
+        let Some(m) = env.migrations.clone() else { return Ok(()) };
+        self.optional_step(d, env, seq, "migrations", true, |_| async move {
+            let timeout = crate::config::parse_duration(&m.timeout).unwrap_or(Duration::from_secs(900));
+            match crate::targets::command::run_argv(&m.command, m.workdir.as_deref(), &[], timeout).await {
+                Ok(output) => Ok(output),
+                Err(e) => Err(Stop::Failed { step: "migrations".into(), reason: format!("migrations failed: {e}"), diagnostics: e.diagnostics().map(str::to_string) }),
+            }
+        })
+        .await
+    }
+
+    async fn deploy_services(&self, d: &Deployment, env: &Environment, seq: i64) -> Result<(), Stop> {
+        let name = if d.kind == DeploymentKind::Rollback { "rollback" } else { "deploy" };
+        let step = self.begin_step(d, seq, name).await.map_err(internal)?;
+        let target = self.targets.get(&env.name).cloned().ok_or_else(|| internal(anyhow::anyhow!("target missing")))?;
+        let mut detail = Vec::new();
+        for record in self.ordered_services(d, env).await.map_err(internal)? {
+            let fresh = self.store.deployment(d.id).await.map_err(internal)?.ok_or_else(|| internal(anyhow::anyhow!("deployment vanished")))?;
+            if let Some(by) = fresh.cancel_requested_by {
+                self.end_step(d, &step, StepState::Failed, &format!("cancelled by {by} before {}", record.service)).await.map_err(internal)?;
+                return Err(Stop::Cancelled { by });
+            }
+            if record.state == "deployed" && record.to_version == d.version {
+                detail.push(format!("{}: already on {}", record.service, d.version));
+                continue;
+            }
+            let service = ServiceName::new(&record.service).map_err(|e| internal(anyhow::anyhow!(e)))?;
+            let image = self.image_of(&record.service);
+            let mut marked = record.clone();
+            marked.state = "deploying".into();
+            self.store.put_deployment_service(&marked, self.now_ms()).await.map_err(internal)?;
+            let previous = record.from_version.clone().map(|v| Running { version: v, reference: record.from_ref.clone() });
+            let result: Result<Deployed, TargetError> = match d.kind {
+                DeploymentKind::Deploy => {
+                    let req = DeployRequest { deployment_id: d.id, env: d.env.clone(), service: service.clone(), image: image.clone(), version: d.version.clone(), previous };
+                    match target.deploy(&req).await {
+                        Ok(deployed) => target.wait_rollout(&service, &deployed).await.map(|_| deployed),
+                        Err(e) => Err(e),
+                    }
+                }
+                DeploymentKind::Rollback => {
+                    let req = RollbackRequest {
+                        deployment_id: d.id,
+                        env: d.env.clone(),
+                        service: service.clone(),
+                        image: image.clone(),
+                        from_version: record.from_version.clone().unwrap_or_default(),
+                        to: Running { version: d.version.clone(), reference: record.to_ref.clone() },
+                    };
+                    target.rollback(&req).await
+                }
+            };
+            match result {
+                Ok(deployed) => {
+                    marked.state = "deployed".into();
+                    marked.to_ref = deployed.running.reference.clone();
+                    self.store.put_deployment_service(&marked, self.now_ms()).await.map_err(internal)?;
+                    detail.push(format!("{}: {} → {}{}", record.service, record.from_version.as_deref().unwrap_or("(none)"), d.version, indent_detail(&deployed.detail)));
+                    self.announce(d.id).await.map_err(internal)?;
+                }
+                Err(e) => {
+                    let diagnostics = match e.diagnostics() {
+                        Some(diag) => Some(diag.to_string()),
+                        None => target.diagnostics(&service).await,
+                    };
+                    let reason = format!("{} {}: {e}", name, record.service);
+                    let full = match &diagnostics {
+                        Some(diag) => format!("{reason}\n{diag}"),
+                        None => reason.clone(),
+                    };
+                    self.end_step(d, &step, StepState::Failed, &full).await.map_err(internal)?;
+                    return Err(Stop::Failed { step: name.into(), reason, diagnostics });
+                }
+            }
+        }
+        self.end_step(d, &step, StepState::Succeeded, &detail.join("\n")).await.map_err(internal)
+    }
+
+    async fn ordered_services(&self, d: &Deployment, env: &Environment) -> Result<Vec<DeploymentService>> {
+        let records = self.store.deployment_services(d.id).await?;
+        let mut ordered = Vec::new();
+        for s in &env.services {
+            if let Some(r) = records.iter().find(|r| r.service == s.as_str()) {
+                ordered.push(r.clone());
+            }
+        }
+        Ok(ordered)
+    }
+
+    async fn verify_step(&self, d: &Deployment, env: &Environment, seq: i64, name: &str) -> Result<(), Stop> {
+        if env.verify.health.is_empty() && env.verify.smoke.is_empty() {
+            return Ok(());
+        }
+        if !env.step_enabled("verify") {
+            self.store.skip_step(d.id, seq, name, "disabled in this environment (skip_steps)", self.now_ms()).await.map_err(internal)?;
+            return Ok(());
+        }
+        self.store.transition(d.id, &[DeploymentState::Running, DeploymentState::Verifying], DeploymentState::Verifying, &Patch::default(), "deploybot", self.now_ms()).await.map_err(internal)?;
+        let step = self.begin_step(d, seq, name).await.map_err(internal)?;
+        let report = crate::verify::run(&env.verify, &crate::verify::Vars::new(d.version.clone(), d.env.clone(), format!("{}-{}", d.id, step.attempt)), &self.http).await;
+        if report.ok {
+            self.end_step(d, &step, StepState::Succeeded, &report.summary()).await.map_err(internal)?;
+            Ok(())
+        } else {
+            self.end_step(d, &step, StepState::Failed, &format!("{}\n{}", report.summary(), report.details())).await.map_err(internal)?;
+            Err(Stop::Failed { step: name.into(), reason: report.summary(), diagnostics: Some(report.details()) })
+        }
+    }
+
+    async fn monitor(&self, d: &Deployment, env: &Environment, seq: i64) -> Result<(), Stop> {
+        let Some(m) = env.monitor.as_ref() else { return Ok(()) };
+        if m.rules.is_empty() {
+            return Ok(());
+        }
+        let why = if env.step_enabled("monitor") {
+            "the post-deploy metric watch is not available in this build; watch the dashboards by hand"
+        } else {
+            "disabled in this environment (skip_steps)"
+        };
+        self.store.skip_step(d.id, seq, "monitor", why, self.now_ms()).await.map_err(internal)?;
+        self.announce(d.id).await.map_err(internal)
+    }
+
+    async fn record(&self, d: Deployment, env: &Environment, seq: i64) -> Result<()> {
+        let step = self.begin_step(&d, seq, "record").await?;
+        let now = self.now_ms();
+        for s in self.store.deployment_services(d.id).await? {
+            self.store
+                .set_service_version(&ServiceVersion { env: d.env.clone(), service: s.service.clone(), version: s.to_version.clone(), reference: s.to_ref.clone(), deployment_id: Some(d.id), updated_at: now })
+                .await?;
+        }
+        self.end_step(&d, &step, StepState::Succeeded, "history recorded").await?;
+        let patch = Patch { finished_at: Some(self.now_ms()), release_lease: true, ..Patch::default() };
+        let executing = [DeploymentState::Running, DeploymentState::Verifying, DeploymentState::Monitoring];
+        self.store.transition(d.id, &executing, DeploymentState::Succeeded, &patch, "deploybot", self.now_ms()).await?;
+        self.store.release_deployment_lock(&d.env, d.id, self.now_ms()).await?;
+        self.announce(d.id).await?;
+        let d = self.store.deployment(d.id).await?.context("deployment vanished")?;
+        let took = d.duration_ms().map(render::seconds).unwrap_or_default();
+        let summary = match d.kind {
+            DeploymentKind::Deploy => format!("✅ {} {} is live on {} ({took}). Deployed by {}.", d.short_id(), d.version, env.name, render::mention(&d.requested_by)),
+            DeploymentKind::Rollback => format!("⏪ {} {} is back on {} ({took}); health checks and smoke tests passed. Team notified; consider a post-mortem.", d.short_id(), env.name, d.version),
+        };
+        self.thread(&d, "summary", &summary).await?;
+        self.write_history_file().await;
+        Ok(())
+    }
+
+    /// Stops a pipeline that failed or was cancelled: rolls back what changed, then closes it.
+    async fn stop(&self, d: Deployment, env: &Environment, stop: Stop) -> Result<()> {
+        let (reason, cancelled_by) = match stop {
+            Stop::Cancelled { by } => (format!("cancelled by {by}"), Some(by)),
+            Stop::Failed { step, reason, diagnostics } => {
+                let mut text = format!("❌ *{step}* failed for {}: {reason}", d.short_id());
+                if let Some(diag) = diagnostics.filter(|d| !d.trim().is_empty()) {
+                    text.push_str(&format!("\n```\n{}\n```", diag.trim()));
+                }
+                self.thread(&d, &format!("failure:{step}:{}", self.now_ms()), &text).await?;
+                (format!("{step} failed: {reason}"), None)
+            }
+        };
+        let now = self.now_ms();
+        self.store.add_issue(d.id, &reason, now).await?;
+        let changed: Vec<DeploymentService> = self.store.deployment_services(d.id).await?.into_iter().filter(|s| s.state == "deployed" || s.state == "deploying").collect();
+        if changed.is_empty() || d.kind == DeploymentKind::Rollback && cancelled_by.is_none() && changed.is_empty() {
+            let state = if cancelled_by.is_some() { DeploymentState::Cancelled } else { DeploymentState::Failed };
+            let patch = Patch { failed_at: cancelled_by.is_none().then_some(now), finished_at: Some(now), error: Some(reason.clone()), release_lease: true, ..Patch::default() };
+            let executing = [DeploymentState::Running, DeploymentState::Verifying, DeploymentState::Monitoring];
+            self.store.transition(d.id, &executing, state, &patch, "deploybot", now).await?;
+            self.store.release_deployment_lock(&d.env, d.id, now).await?;
+            self.thread(&d, "closed", &format!("{} {} ended {}: nothing was changed in {}, so there is nothing to roll back.", state.emoji(), d.short_id(), state, d.env)).await?;
+            self.write_history_file().await;
+            return self.announce(d.id).await;
+        }
+        let patch = Patch { failed_at: cancelled_by.is_none().then_some(now), error: Some(reason.clone()), ..Patch::default() };
+        let executing = [DeploymentState::Running, DeploymentState::Verifying, DeploymentState::Monitoring];
+        self.store.transition(d.id, &executing, DeploymentState::RollingBack, &patch, "deploybot", now).await?;
+        let d = self.store.deployment(d.id).await?.context("deployment vanished")?;
+        self.roll_back(d, env, &reason, cancelled_by.is_some()).await
+    }
+
+    /// Puts every changed service back on exactly what ran before, verifies, and closes the job.
+    async fn roll_back(&self, d: Deployment, env: &Environment, reason: &str, cancelled: bool) -> Result<()> {
+        self.announce(d.id).await?;
+        let target = self.targets.get(&env.name).cloned().context("target missing")?;
+        let step = self.store.start_step(d.id, 8, "rollback", self.now_ms()).await?;
+        self.announce(d.id).await?;
+        let mut changed: Vec<DeploymentService> = self.store.deployment_services(d.id).await?.into_iter().filter(|s| s.state != "pending" && s.state != "rolled_back").collect();
+        changed.reverse();
+        let mut problems = Vec::new();
+        let mut done = Vec::new();
+        for s in &changed {
+            let Some(prev) = s.from_version.clone() else {
+                problems.push(format!("{}: nothing ran before {}, so there is no version to go back to", s.service, s.to_version));
+                continue;
+            };
+            let Ok(service) = ServiceName::new(&s.service) else { continue };
+            let req = RollbackRequest {
+                deployment_id: d.id,
+                env: d.env.clone(),
+                service: service.clone(),
+                image: self.image_of(&s.service),
+                from_version: s.to_version.clone(),
+                to: Running { version: prev.clone(), reference: s.from_ref.clone() },
+            };
+            match target.rollback(&req).await {
+                Ok(_) => {
+                    let mut r = s.clone();
+                    r.state = "rolled_back".into();
+                    self.store.put_deployment_service(&r, self.now_ms()).await?;
+                    done.push(format!("{}: {} → {prev}", s.service, s.to_version));
+                }
+                Err(e) => {
+                    let diag = e.diagnostics().map(|d| format!("\n{d}")).unwrap_or_default();
+                    problems.push(format!("{}: {e}{diag}", s.service));
+                }
+            }
+        }
+        let detail = [done.join("\n"), problems.join("\n")].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("\n");
+        let now = self.now_ms();
+        if !problems.is_empty() {
+            self.store.finish_step(step.id, StepState::Failed, Some(&detail), now).await?;
+            let patch = Patch { finished_at: Some(now), error: Some(format!("{reason}; rollback failed: {}", problems.join("; "))), release_lease: true, ..Patch::default() };
+            self.store.transition(d.id, &[DeploymentState::RollingBack], DeploymentState::RollbackFailed, &patch, "deploybot", now).await?;
+            self.thread(&d, "rollback-failed", &format!(
+                "🚨 *Rollback FAILED* for {} in {}: {}\n{} stays locked. A human must restore service now: check what runs (`/status {}`), fix it by hand, then `/cancel {}` is not needed — `/unlock` is refused while the deployment lock is held; close it with `/rollback {} --to <version>` once the target answers.",
+                d.short_id(), d.env, problems.join("; "), d.env, d.env, d.short_id(), d.env
+            )).await?;
+            self.write_history_file().await;
+            return self.announce(d.id).await;
+        }
+        self.store.finish_step(step.id, StepState::Succeeded, Some(&detail), now).await?;
+        self.announce(d.id).await?;
+        // The runbook's rollback checklist: health checks and smoke tests passing, team notified.
+        let verified = self.verify_step(&d, env, 9, "verify after rollback").await;
+        let now = self.now_ms();
+        let (state, note) = match (&verified, cancelled) {
+            (Ok(()), true) => (DeploymentState::Cancelled, "cancelled; what it changed was rolled back and verified"),
+            (Ok(()), false) => (DeploymentState::RolledBack, "rolled back; health checks and smoke tests pass again"),
+            (Err(_), _) => (DeploymentState::RollbackFailed, "rolled back, but verification still fails"),
+        };
+        let release = state != DeploymentState::RollbackFailed;
+        let patch = Patch { finished_at: Some(now), release_lease: true, ..Patch::default() };
+        let from = [DeploymentState::RollingBack, DeploymentState::Verifying];
+        self.store.transition(d.id, &from, state, &patch, "deploybot", now).await?;
+        if release {
+            self.store.release_deployment_lock(&d.env, d.id, now).await?;
+        }
+        let lock_note = if release { String::new() } else { format!(" {} stays locked until a human checks it.", d.env) };
+        self.thread(&d, "rolled-back", &format!("{} {} {note} ({}).{lock_note}", state.emoji(), d.short_id(), detail.replace('\n', ", "))).await?;
+        self.write_history_file().await;
+        self.announce(d.id).await
+    }
+
+    /// Rewrites the optional Markdown history file (the runbook's `docs/deployment/history.md`).
+    async fn write_history_file(&self) {
+        let Some(path) = self.config.bot.history_file.clone() else { return };
+        let entries = match self.store.history(None, 200, self.tz()).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read history for the history file");
+                return;
+            }
+        };
+        let text = crate::store::render_history_markdown(&entries);
+        let path = std::path::PathBuf::from(path);
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = tokio::fs::create_dir_all(dir).await;
+        }
+        if let Err(e) = tokio::fs::write(&path, text).await {
+            tracing::warn!(error = %e, path = %path.display(), "could not write the history file");
+        }
+    }
+}
+
+fn internal(e: anyhow::Error) -> Stop {
+    Stop::Failed { step: "internal".into(), reason: format!("{e:#}"), diagnostics: None }
+}
+
+fn indent_detail(detail: &str) -> String {
+    let d = detail.trim();
+    if d.is_empty() {
+        String::new()
+    } else {
+        format!("\n  {}", d.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n  "))
+    }
+}

@@ -1,0 +1,27 @@
+//! deploybot: a chat-ops deployment bot that runs the InvoiceMe runbook from chat.
+//!
+//! Layout (see ARCHITECTURE.md for the invariants):
+//! - [`config`]: the operator's TOML file, typed and validated once at load;
+//! - [`policy`]: deployment windows (pure);
+//! - [`model`]: the records the engine, the store and the renderers share;
+//! - [`store`]: SQLite / PostgreSQL behind one interface, migrations, history and stats;
+//! - [`secrets`]: `${ENV}` references and redaction;
+//! - [`targets`]: deploy drivers behind one trait;
+//! - [`verify`]: health checks and smoke tests;
+//! - [`monitor`]: post-deploy rules and alerts;
+//! - [`cli`]: what `main.rs` dispatches to.
+//!
+//! The chat command language is its own crate, `deploybot-commands`.
+
+pub mod approval;
+pub mod chat;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod model;
+pub mod monitor;
+pub mod policy;
+pub mod secrets;
+pub mod store;
+pub mod targets;
+pub mod verify;

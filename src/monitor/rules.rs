@@ -1,0 +1,144 @@
+//! Monitoring rules as configured (PRODUCT.md section 7): the runbook's table, one rule each.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Base URL of Prometheus' HTTP API, e.g. `http://127.0.0.1:9090`; needed by query rules.
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
+    /// How long to watch after a successful verification.
+    #[serde(default = "default_watch")]
+    pub watch: String,
+    /// Time between two evaluations of the rules.
+    #[serde(default = "default_interval")]
+    pub interval: String,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// Continuous health probe on a cron schedule, outside deployments too.
+    #[serde(default)]
+    pub probe: Option<ProbeConfig>,
+}
+
+fn default_watch() -> String {
+    "15m".into()
+}
+fn default_interval() -> String {
+    "1m".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    #[default]
+    Alert,
+    Rollback,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    /// PromQL instant query; its first sample is compared with the threshold.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Evaluate the environment's health checks instead of a query.
+    #[serde(default)]
+    pub health: bool,
+    #[serde(default)]
+    pub above: Option<f64>,
+    #[serde(default)]
+    pub below: Option<f64>,
+    /// Consecutive failed evaluations before the rule fires.
+    #[serde(default = "default_for", rename = "for")]
+    pub for_evaluations: u32,
+    #[serde(default)]
+    pub action: RuleAction,
+    /// What to do, shown with the alert ("scale up").
+    #[serde(default)]
+    pub hint: Option<String>,
+    /// How to show the value: `percent` (0.012 → 1.2%), `ms`, `seconds` or `number`.
+    #[serde(default)]
+    pub unit: Option<String>,
+}
+
+fn default_for() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Standard 5-field cron, e.g. `* * * * *` for every minute.
+    pub schedule: String,
+    /// Consecutive failed probes before alerting.
+    #[serde(default = "default_failures")]
+    pub failures: u32,
+}
+
+fn default_failures() -> u32 {
+    3
+}
+
+impl MonitorConfig {
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let watch = crate::config::parse_duration(&self.watch).map_err(|e| out.push(("watch".into(), e))).ok();
+        let interval = crate::config::parse_duration(&self.interval).map_err(|e| out.push(("interval".into(), e))).ok();
+        if let (Some(w), Some(i)) = (watch, interval) {
+            if i.is_zero() || i > w {
+                out.push(("interval".into(), format!("interval {} must be positive and not longer than the watch {}", self.interval, self.watch)));
+            }
+        }
+        if let Some(u) = &self.prometheus_url {
+            if url::Url::parse(u).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
+                out.push(("prometheus_url".into(), format!("\"{u}\" is not an http(s) URL")));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let p = format!("rules[{i}]");
+            if r.name.trim().is_empty() {
+                out.push((format!("{p}.name"), "empty rule name".into()));
+            } else if !names.insert(r.name.clone()) {
+                out.push((format!("{p}.name"), format!("duplicate rule name \"{}\"", r.name)));
+            }
+            match (&r.query, r.health) {
+                (Some(_), true) => out.push((p.clone(), "a rule has either a query or health = true, not both".into())),
+                (None, false) => out.push((p.clone(), "a rule needs a PromQL query or health = true".into())),
+                (Some(q), false) => {
+                    if q.trim().is_empty() {
+                        out.push((format!("{p}.query"), "empty query".into()));
+                    }
+                    if self.prometheus_url.is_none() {
+                        out.push(("prometheus_url".into(), format!("rule \"{}\" queries Prometheus but prometheus_url is not set", r.name)));
+                    }
+                    match (r.above, r.below) {
+                        (None, None) => out.push((p.clone(), "a query rule needs a threshold: above = … or below = …".into())),
+                        (Some(_), Some(_)) => out.push((p.clone(), "give one threshold, above or below".into())),
+                        _ => {}
+                    }
+                }
+                (None, true) => {}
+            }
+            if r.for_evaluations == 0 {
+                out.push((format!("{p}.for"), "must be at least 1 evaluation".into()));
+            }
+            if let Some(u) = &r.unit {
+                if !matches!(u.as_str(), "percent" | "ms" | "seconds" | "number") {
+                    out.push((format!("{p}.unit"), format!("unknown unit \"{u}\" (percent, ms, seconds or number)")));
+                }
+            }
+        }
+        if let Some(probe) = &self.probe {
+            if let Err(e) = crate::policy::parse_cron(&probe.schedule) {
+                out.push(("probe.schedule".into(), e));
+            }
+            if probe.failures == 0 {
+                out.push(("probe.failures".into(), "must be at least 1".into()));
+            }
+        }
+        out
+    }
+}

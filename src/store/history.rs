@@ -1,0 +1,219 @@
+//! `/history` in the runbook's template and `/stats` (the four DORA keys), computed from
+//! stored deployments. Pure functions over rows the store has read.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::model::{from_millis, Deployment, DeploymentKind, DeploymentState, HistoryEntry, Millis};
+
+pub(super) fn entry(
+    d: &Deployment,
+    approvers: Vec<String>,
+    rollbacks: &[Deployment],
+    previous_version: Option<String>,
+    tz: chrono_tz::Tz,
+) -> HistoryEntry {
+    let local = |ms: Millis| from_millis(ms).with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
+    let rollback = match (d.kind, d.state) {
+        (DeploymentKind::Rollback, _) => Some(match d.rollback_of {
+            Some(of) => format!("this is a rollback of #{of}"),
+            None => "this is a rollback".to_string(),
+        }),
+        (_, DeploymentState::RolledBack) => Some(format!(
+            "automatic, to {}",
+            previous_version.clone().unwrap_or_else(|| "the previous version".into())
+        )),
+        (_, DeploymentState::RollbackFailed) => Some("automatic rollback FAILED, needs a human".into()),
+        _ => rollbacks
+            .iter()
+            .find(|r| r.state == DeploymentState::Succeeded)
+            .map(|r| format!("rolled back by #{} ({}) to {}", r.id, r.requested_by_name, r.version)),
+    };
+    let mut issues = d.issues.clone().filter(|s| !s.is_empty());
+    if issues.is_none() && !matches!(d.state, DeploymentState::Succeeded) {
+        issues = d.error.clone().or_else(|| Some(format!("ended {}", d.state)));
+    }
+    HistoryEntry {
+        id: d.id,
+        env: d.env.clone(),
+        kind: d.kind.as_str().to_string(),
+        version: d.version.clone(),
+        state: d.state.as_str().to_string(),
+        started_at: d.started_at.map(local).unwrap_or_default(),
+        finished_at: d.finished_at.map(local),
+        deployed_by: d.requested_by_name.clone(),
+        approvers,
+        duration_seconds: d.duration_ms().map(|ms| (ms + 500) / 1000),
+        hotfix: d.hotfix_reason.clone(),
+        issues,
+        rollback,
+    }
+}
+
+/// `15 minutes`, `1 hour 5 minutes`, `40 seconds`.
+pub fn human_duration(seconds: i64) -> String {
+    let plural = |n: i64, unit: &str| if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") };
+    if seconds < 60 {
+        return plural(seconds.max(0), "second");
+    }
+    let minutes = (seconds + 30) / 60;
+    if minutes < 60 {
+        return plural(minutes, "minute");
+    }
+    let (h, m) = (minutes / 60, minutes % 60);
+    if m == 0 {
+        plural(h, "hour")
+    } else {
+        format!("{} {}", plural(h, "hour"), plural(m, "minute"))
+    }
+}
+
+/// The runbook's "Deployment History Template".
+pub fn render_history_markdown(entries: &[HistoryEntry]) -> String {
+    let mut out = String::from("# Deployment History\n");
+    if entries.is_empty() {
+        out.push_str("\nNo deployments yet.\n");
+    }
+    for e in entries {
+        let date = e.started_at.split(' ').next().unwrap_or_default();
+        let title = if e.kind == "rollback" { format!("{} (rollback)", e.version) } else { e.version.clone() };
+        out.push_str(&format!("\n## {title} - {date}\n"));
+        out.push_str(&format!("- **Environment:** {} (#{})\n", e.env, e.id));
+        out.push_str(&format!("- **Deployed by:** {}\n", e.deployed_by));
+        if !e.approvers.is_empty() {
+            out.push_str(&format!("- **Approved by:** {}\n", e.approvers.join(", ")));
+        }
+        out.push_str(&format!("- **Duration:** {}\n", e.duration_seconds.map(human_duration).unwrap_or_else(|| "unknown".into())));
+        out.push_str(&format!("- **Outcome:** {}\n", e.state));
+        if let Some(h) = &e.hotfix {
+            out.push_str(&format!("- **Hotfix:** {h}\n"));
+        }
+        out.push_str(&format!("- **Issues:** {}\n", e.issues.as_deref().unwrap_or("None")));
+        out.push_str(&format!("- **Rollback:** {}\n", e.rollback.as_deref().unwrap_or("N/A")));
+    }
+    out
+}
+
+/// A finished deployment and whether a later `/rollback` undid it.
+#[derive(Debug, Clone)]
+pub struct StatsInput {
+    pub deployment: Deployment,
+    pub rolled_back_later: bool,
+}
+
+/// The four keys of `/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    pub days: u32,
+    pub deployments: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub rollbacks: usize,
+    pub per_week: f64,
+    /// Failed changes / all changes, 0..1; None without changes.
+    pub change_failure_rate: Option<f64>,
+    pub mean_time_to_restore_seconds: Option<i64>,
+    pub median_duration_seconds: Option<i64>,
+}
+
+impl Stats {
+    /// Deployments of kind `deploy` count as changes; a change failed when its pipeline failed,
+    /// rolled back, or a later `/rollback` undid it. Time to restore runs from when the failure
+    /// was detected to the end of the rollback that restored service (the job's own, or the next
+    /// successful deployment or rollback in that environment).
+    pub fn compute(rows: &[StatsInput], days: u32, now: DateTime<Utc>) -> Stats {
+        let _ = now;
+        let changes: Vec<&StatsInput> = rows.iter().filter(|r| r.deployment.kind == DeploymentKind::Deploy).collect();
+        let failed_change = |r: &StatsInput| {
+            r.rolled_back_later
+                || matches!(
+                    r.deployment.state,
+                    DeploymentState::Failed | DeploymentState::RolledBack | DeploymentState::RollbackFailed | DeploymentState::Interrupted
+                )
+        };
+        let succeeded = changes.iter().filter(|r| r.deployment.state == DeploymentState::Succeeded && !r.rolled_back_later).count();
+        let failed = changes.iter().filter(|r| failed_change(r)).count();
+        let completed = changes.iter().filter(|r| r.deployment.state != DeploymentState::Cancelled).count();
+        let mut restores = Vec::new();
+        for r in changes.iter().filter(|r| failed_change(r)) {
+            let d = &r.deployment;
+            let detected = d.failed_at.or(d.finished_at).unwrap_or(d.created_at);
+            let restored = if d.state == DeploymentState::RolledBack {
+                d.finished_at
+            } else {
+                rows.iter()
+                    .map(|o| &o.deployment)
+                    .filter(|o| {
+                        o.env == d.env
+                            && o.id != d.id
+                            && o.state == DeploymentState::Succeeded
+                            && o.finished_at.is_some_and(|f| f >= detected)
+                    })
+                    .filter_map(|o| o.finished_at)
+                    .min()
+            };
+            if let Some(end) = restored {
+                restores.push((end - detected).max(0));
+            }
+        }
+        let mut durations: Vec<i64> = changes
+            .iter()
+            .filter(|r| r.deployment.state == DeploymentState::Succeeded)
+            .filter_map(|r| r.deployment.duration_ms())
+            .collect();
+        durations.sort_unstable();
+        let median = (!durations.is_empty()).then(|| {
+            let n = durations.len();
+            if n % 2 == 1 {
+                durations[n / 2]
+            } else {
+                (durations[n / 2 - 1] + durations[n / 2]) / 2
+            }
+        });
+        Stats {
+            days,
+            deployments: changes.len(),
+            succeeded,
+            failed,
+            rollbacks: rows.iter().filter(|r| r.deployment.kind == DeploymentKind::Rollback).count(),
+            per_week: if days == 0 { 0.0 } else { succeeded as f64 * 7.0 / days as f64 },
+            change_failure_rate: (completed > 0).then(|| failed as f64 / completed as f64),
+            mean_time_to_restore_seconds: (!restores.is_empty()).then(|| restores.iter().sum::<i64>() / restores.len() as i64 / 1000),
+            median_duration_seconds: median.map(|ms| ms / 1000),
+        }
+    }
+
+    pub fn render(&self, scope: &str) -> String {
+        let pct = |r: Option<f64>| r.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_else(|| "n/a (no deployments)".into());
+        let dur = |s: Option<i64>| s.map(human_duration).unwrap_or_else(|| "n/a".into());
+        format!(
+            "Deployment stats for {scope}, last {} days:\n\
+             • Deployment frequency: {} successful deployment(s), {:.1} per week\n\
+             • Change failure rate: {} ({} of {} changes failed or were rolled back)\n\
+             • Mean time to restore: {}\n\
+             • Median deployment duration: {}\n\
+             • Rollbacks requested: {}",
+            self.days,
+            self.succeeded,
+            self.per_week,
+            pct(self.change_failure_rate),
+            self.failed,
+            self.deployments,
+            dur(self.mean_time_to_restore_seconds),
+            dur(self.median_duration_seconds),
+            self.rollbacks
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_the_runbook() {
+        for (secs, text) in [(0, "0 seconds"), (1, "1 second"), (59, "59 seconds"), (60, "1 minute"), (900, "15 minutes"), (3600, "1 hour"), (3900, "1 hour 5 minutes")] {
+            assert_eq!(human_duration(secs), text, "{secs}s");
+        }
+    }
+}

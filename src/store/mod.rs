@@ -1,0 +1,1135 @@
+//! Durable state: SQLite by default, PostgreSQL for several replicas, behind one [`Store`].
+//!
+//! *Invariant*: all SQL of the bot lives in this folder. Queries are written once, in the
+//! dialect both databases accept (`$1` parameters, `ON CONFLICT`, `RETURNING`); where they
+//! differ (`FOR UPDATE SKIP LOCKED`), [`Dialect`] picks. Times are Unix milliseconds.
+//! Nothing here deletes history.
+
+use std::str::FromStr;
+
+use anyhow::{Context, Result};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::model::*;
+
+mod history;
+
+pub use history::{render_history_markdown, Stats, StatsInput};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+/// Checks a `database_url` without connecting.
+pub fn check_url(url: &str) -> Result<Dialect, String> {
+    if url.starts_with("sqlite:") {
+        Ok(Dialect::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Dialect::Postgres)
+    } else {
+        Err(format!(
+            "unsupported database URL \"{}\" (sqlite://deploybot.db or postgres://user@host/db)",
+            describe_url(url)
+        ))
+    }
+}
+
+/// The URL with any password masked, for output.
+pub fn describe_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("•••"));
+            u.to_string()
+        }
+        _ => crate::secrets::redact(url),
+    }
+}
+
+const DEPLOYMENT_COLUMNS: &str = "id, env, kind, version, services, state, requested_by, requested_by_name, channel, \
+    hotfix_reason, scheduled_for, rollback_of, with_db, approvals_required, approval_expires_at, current_step, cancel_requested_by, issues, error, \
+    lease_owner, lease_until, rev, created_at, started_at, failed_at, finished_at, updated_at";
+
+/// Fields a transition may set alongside the state.
+#[derive(Debug, Default, Clone)]
+pub struct Patch {
+    pub started_at: Option<Millis>,
+    pub failed_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub current_step: Option<String>,
+    pub issues: Option<String>,
+    pub error: Option<String>,
+    pub scheduled_for: Option<Millis>,
+    pub approval_expires_at: Option<Millis>,
+    /// Drop the job's lease (the job ended or was handed to a human).
+    pub release_lease: bool,
+}
+
+impl Store {
+    /// Connects, creating a SQLite file if needed, and applies the migrations.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let expanded = crate::secrets::expand_env(url).map_err(anyhow::Error::msg).context("bot.database_url")?;
+        let dialect = check_url(&expanded).map_err(anyhow::Error::msg)?;
+        let (connect_url, max) = match dialect {
+            Dialect::Sqlite => {
+                let with_mode = if expanded.contains("mode=") || expanded.contains(":memory:") {
+                    expanded.clone()
+                } else if expanded.contains('?') {
+                    format!("{expanded}&mode=rwc")
+                } else {
+                    format!("{expanded}?mode=rwc")
+                };
+                (with_mode, 4)
+            }
+            Dialect::Postgres => (expanded.clone(), 10),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&connect_url)
+            .await
+            .with_context(|| format!("cannot open the store at {}", describe_url(&expanded)))?;
+        let store = Store { pool, dialect };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await,
+            Dialect::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await,
+        }
+        .context("failed to apply the store's migrations")
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Cheap reachability check for `/healthz`.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.context("store unreachable")?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ----------------------------------------------------------------------------- deployments
+
+    pub async fn create_deployment(&self, d: &NewDeployment, now: Millis) -> Result<Deployment> {
+        let services = serde_json::to_string(&d.services)?;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO deployments (env, kind, version, services, state, requested_by, requested_by_name, channel, hotfix_reason, \
+             scheduled_for, rollback_of, with_db, approvals_required, approval_expires_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) RETURNING {DEPLOYMENT_COLUMNS}"
+        ))
+        .bind(&d.env)
+        .bind(d.kind.as_str())
+        .bind(&d.version)
+        .bind(services)
+        .bind(d.state.as_str())
+        .bind(&d.requested_by)
+        .bind(&d.requested_by_name)
+        .bind(&d.channel)
+        .bind(&d.hotfix_reason)
+        .bind(d.scheduled_for)
+        .bind(d.rollback_of)
+        .bind(d.with_db as i64)
+        .bind(d.approvals_required)
+        .bind(d.approval_expires_at)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .context("failed to record the deployment request")?;
+        let dep = deployment_from_row(&row)?;
+        audit_in(&mut tx, now, &d.requested_by, &format!("created:{}", d.state), Some(&d.env), Some(dep.id), None).await?;
+        tx.commit().await?;
+        Ok(dep)
+    }
+
+    pub async fn deployment(&self, id: i64) -> Result<Option<Deployment>> {
+        let row = sqlx::query(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(deployment_from_row).transpose()
+    }
+
+    /// Moves a deployment to `to` if it is still in one of `from`; false when someone else moved it first.
+    /// The audit row is written in the same transaction.
+    pub async fn transition(
+        &self,
+        id: i64,
+        from: &[DeploymentState],
+        to: DeploymentState,
+        patch: &Patch,
+        actor: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut sql = String::from("UPDATE deployments SET state = $1, updated_at = $2, rev = rev + 1");
+        let mut n = 2;
+        let mut next = |col: &str, sql: &mut String| {
+            n += 1;
+            sql.push_str(&format!(", {col} = ${n}"));
+        };
+        if patch.started_at.is_some() {
+            next("started_at", &mut sql);
+        }
+        if patch.failed_at.is_some() {
+            next("failed_at", &mut sql);
+        }
+        if patch.finished_at.is_some() {
+            next("finished_at", &mut sql);
+        }
+        if patch.current_step.is_some() {
+            next("current_step", &mut sql);
+        }
+        if patch.issues.is_some() {
+            next("issues", &mut sql);
+        }
+        if patch.error.is_some() {
+            next("error", &mut sql);
+        }
+        if patch.scheduled_for.is_some() {
+            next("scheduled_for", &mut sql);
+        }
+        if patch.approval_expires_at.is_some() {
+            next("approval_expires_at", &mut sql);
+        }
+        if patch.release_lease {
+            sql.push_str(", lease_owner = NULL, lease_until = NULL");
+        }
+        let states: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        sql.push_str(&format!(" WHERE id = ${} AND state IN ({})", n + 1, states.join(", ")));
+        let mut q = sqlx::query(&sql).bind(to.as_str()).bind(now);
+        for v in [patch.started_at, patch.failed_at, patch.finished_at].into_iter().flatten() {
+            q = q.bind(v);
+        }
+        for v in [&patch.current_step, &patch.issues, &patch.error].into_iter().flatten() {
+            q = q.bind(v.clone());
+        }
+        for v in [patch.scheduled_for, patch.approval_expires_at].into_iter().flatten() {
+            q = q.bind(v);
+        }
+        q = q.bind(id);
+        let mut tx = self.pool.begin().await?;
+        let done = q.execute(&mut *tx).await.context("failed to record a state change")?.rows_affected() == 1;
+        if done {
+            audit_in(&mut tx, now, actor, &format!("state:{to}"), None, Some(id), patch.error.as_deref()).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// Adds text to the deployment's "issues" (shown in history).
+    pub async fn add_issue(&self, id: i64, issue: &str, now: Millis) -> Result<()> {
+        let current: Option<String> = sqlx::query("SELECT issues FROM deployments WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .and_then(|r| r.try_get::<Option<String>, _>(0).ok().flatten());
+        let text = match current {
+            Some(c) if !c.is_empty() => format!("{c}; {issue}"),
+            _ => issue.to_string(),
+        };
+        sqlx::query("UPDATE deployments SET issues = $1, updated_at = $2 WHERE id = $3").bind(text).bind(now).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Asks a running job to stop at its next safe point.
+    pub async fn request_cancel(&self, id: i64, by: &str, now: Millis) -> Result<bool> {
+        let n = sqlx::query("UPDATE deployments SET cancel_requested_by = $1, updated_at = $2 WHERE id = $3 AND cancel_requested_by IS NULL")
+            .bind(by)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Drops every lease: with SQLite there is one replica, so at start-up all jobs are ours.
+    pub async fn clear_leases(&self) -> Result<u64> {
+        Ok(sqlx::query("UPDATE deployments SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// Requests waiting for approval whose deadline passed.
+    pub async fn expired_approvals(&self, now: Millis) -> Result<Vec<Deployment>> {
+        sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'awaiting_approval' AND approval_expires_at IS NOT NULL AND approval_expires_at <= $1"
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(deployment_from_row)
+        .collect()
+    }
+
+    pub async fn set_current_step(&self, id: i64, step: Option<&str>, now: Millis) -> Result<()> {
+        sqlx::query("UPDATE deployments SET current_step = $1, updated_at = $2 WHERE id = $3")
+            .bind(step.map(str::to_string))
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deployments of an environment (or all) newest first.
+    pub async fn deployments(&self, env: Option<&str>, states: &[DeploymentState], limit: i64) -> Result<Vec<Deployment>> {
+        let mut sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE 1 = 1");
+        if env.is_some() {
+            sql.push_str(" AND env = $2");
+        }
+        if !states.is_empty() {
+            let list: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+            sql.push_str(&format!(" AND state IN ({})", list.join(", ")));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT $1");
+        let mut q = sqlx::query(&sql).bind(limit);
+        if let Some(e) = env {
+            q = q.bind(e.to_string());
+        }
+        q.fetch_all(&self.pool).await?.iter().map(deployment_from_row).collect()
+    }
+
+    /// The deployments that hold or wait for the environment.
+    pub async fn in_flight(&self, env: &str) -> Result<Vec<Deployment>> {
+        let states: Vec<DeploymentState> = DeploymentState::ALL.into_iter().filter(|s| s.is_in_flight()).collect();
+        self.deployments(Some(env), &states, 50).await
+    }
+
+    /// Takes the lease of the oldest job that is ready to run (queued, or scheduled and due), or
+    /// whose previous lease expired while it was executing. Each job is handed to exactly one replica.
+    pub async fn claim_job(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Option<Deployment>> {
+        let lock_clause = match self.dialect {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE deployments SET lease_owner = $1, lease_until = $2, rev = rev + 1 WHERE id = (\
+               SELECT id FROM deployments WHERE \
+                 ((state = 'queued') OR (state = 'scheduled' AND scheduled_for <= $3) \
+                  OR (state IN ('running', 'verifying', 'monitoring', 'rolling_back'))) \
+                 AND (lease_until IS NULL OR lease_until < $3) \
+               ORDER BY id LIMIT 1{lock_clause}) \
+             RETURNING {DEPLOYMENT_COLUMNS}"
+        );
+        let row = sqlx::query(&sql).bind(owner).bind(now + lease_ms).bind(now).fetch_optional(&self.pool).await?;
+        row.as_ref().map(deployment_from_row).transpose()
+    }
+
+    /// Extends a lease this owner holds; false when it was lost.
+    pub async fn renew_lease(&self, id: i64, owner: &str, now: Millis, lease_ms: i64) -> Result<bool> {
+        let n = sqlx::query("UPDATE deployments SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
+            .bind(now + lease_ms)
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    // ----------------------------------------------------------------------------- steps
+
+    /// Records a step's start; a repeated step gets the next attempt number.
+    pub async fn start_step(&self, deployment_id: i64, seq: i64, name: &str, now: Millis) -> Result<Step> {
+        let mut tx = self.pool.begin().await?;
+        let attempt: i64 = sqlx::query("SELECT COALESCE(MAX(attempt), 0) FROM deployment_steps WHERE deployment_id = $1 AND name = $2")
+            .bind(deployment_id)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let row = sqlx::query(
+            "INSERT INTO deployment_steps (deployment_id, seq, name, attempt, state, started_at) VALUES ($1, $2, $3, $4, 'running', $5) \
+             RETURNING id, deployment_id, seq, name, attempt, state, detail, started_at, finished_at",
+        )
+        .bind(deployment_id)
+        .bind(seq)
+        .bind(name)
+        .bind(attempt + 1)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE deployments SET current_step = $1, updated_at = $2 WHERE id = $3")
+            .bind(name)
+            .bind(now)
+            .bind(deployment_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        step_from_row(&row)
+    }
+
+    pub async fn finish_step(&self, step_id: i64, state: StepState, detail: Option<&str>, now: Millis) -> Result<()> {
+        sqlx::query("UPDATE deployment_steps SET state = $1, detail = $2, finished_at = $3 WHERE id = $4")
+            .bind(state.as_str())
+            .bind(detail.map(crate::secrets::redact))
+            .bind(now)
+            .bind(step_id)
+            .execute(&self.pool)
+            .await
+            .context("failed to record a step's outcome")?;
+        Ok(())
+    }
+
+    /// Records a step that did not run, with why.
+    pub async fn skip_step(&self, deployment_id: i64, seq: i64, name: &str, why: &str, now: Millis) -> Result<()> {
+        let step = self.start_step(deployment_id, seq, name, now).await?;
+        self.finish_step(step.id, StepState::Skipped, Some(why), now).await
+    }
+
+    pub async fn steps(&self, deployment_id: i64) -> Result<Vec<Step>> {
+        sqlx::query(
+            "SELECT id, deployment_id, seq, name, attempt, state, detail, started_at, finished_at FROM deployment_steps \
+             WHERE deployment_id = $1 ORDER BY id",
+        )
+        .bind(deployment_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(step_from_row)
+        .collect()
+    }
+
+    // ----------------------------------------------------------------------------- services
+
+    pub async fn put_deployment_service(&self, s: &DeploymentService, now: Millis) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO deployment_services (deployment_id, service, from_version, from_ref, to_version, to_ref, state, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (deployment_id, service) DO UPDATE SET \
+             from_version = excluded.from_version, from_ref = excluded.from_ref, to_version = excluded.to_version, \
+             to_ref = excluded.to_ref, state = excluded.state, updated_at = excluded.updated_at",
+        )
+        .bind(s.deployment_id)
+        .bind(&s.service)
+        .bind(&s.from_version)
+        .bind(&s.from_ref)
+        .bind(&s.to_version)
+        .bind(&s.to_ref)
+        .bind(&s.state)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn deployment_services(&self, deployment_id: i64) -> Result<Vec<DeploymentService>> {
+        let rows = sqlx::query(
+            "SELECT deployment_id, service, from_version, from_ref, to_version, to_ref, state FROM deployment_services \
+             WHERE deployment_id = $1 ORDER BY service",
+        )
+        .bind(deployment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeploymentService {
+                    deployment_id: r.try_get("deployment_id")?,
+                    service: r.try_get("service")?,
+                    from_version: r.try_get("from_version")?,
+                    from_ref: r.try_get("from_ref")?,
+                    to_version: r.try_get("to_version")?,
+                    to_ref: r.try_get("to_ref")?,
+                    state: r.try_get("state")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn set_service_version(&self, v: &ServiceVersion) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO service_versions (env, service, version, ref, deployment_id, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (env, service) DO UPDATE SET version = excluded.version, ref = excluded.ref, \
+             deployment_id = excluded.deployment_id, updated_at = excluded.updated_at",
+        )
+        .bind(&v.env)
+        .bind(&v.service)
+        .bind(&v.version)
+        .bind(&v.reference)
+        .bind(v.deployment_id)
+        .bind(v.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn service_versions(&self, env: &str) -> Result<Vec<ServiceVersion>> {
+        let rows = sqlx::query("SELECT env, service, version, ref, deployment_id, updated_at FROM service_versions WHERE env = $1 ORDER BY service")
+            .bind(env)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ServiceVersion {
+                    env: r.try_get("env")?,
+                    service: r.try_get("service")?,
+                    version: r.try_get("version")?,
+                    reference: r.try_get("ref")?,
+                    deployment_id: r.try_get("deployment_id")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `version` has succeeded on `env` (the promotion rule).
+    pub async fn version_succeeded_on(&self, env: &str, version: &str) -> Result<bool> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM deployments WHERE env = $1 AND version = $2 AND kind = 'deploy' AND state = 'succeeded'")
+            .bind(env)
+            .bind(version)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(n > 0)
+    }
+
+    // ----------------------------------------------------------------------------- approvals
+
+    /// Records a vote; false when this user already cast it.
+    pub async fn add_vote(&self, v: &Vote) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO approvals (deployment_id, user_id, user_name, vote, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (deployment_id, user_id, vote) DO UPDATE SET withdrawn_at = NULL, created_at = excluded.created_at \
+             WHERE approvals.withdrawn_at IS NOT NULL",
+        )
+        .bind(v.deployment_id)
+        .bind(&v.user_id)
+        .bind(&v.user_name)
+        .bind(v.vote.as_str())
+        .bind(v.created_at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// A removed reaction withdraws the vote.
+    pub async fn withdraw_vote(&self, deployment_id: i64, user_id: &str, vote: VoteKind, now: Millis) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE approvals SET withdrawn_at = $1 WHERE deployment_id = $2 AND user_id = $3 AND vote = $4 AND withdrawn_at IS NULL",
+        )
+        .bind(now)
+        .bind(deployment_id)
+        .bind(user_id)
+        .bind(vote.as_str())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub async fn votes(&self, deployment_id: i64) -> Result<Vec<Vote>> {
+        let rows = sqlx::query(
+            "SELECT deployment_id, user_id, user_name, vote, created_at FROM approvals WHERE deployment_id = $1 AND withdrawn_at IS NULL ORDER BY created_at",
+        )
+        .bind(deployment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("vote")?;
+                Ok(Vote {
+                    deployment_id: r.try_get("deployment_id")?,
+                    user_id: r.try_get("user_id")?,
+                    user_name: r.try_get("user_name")?,
+                    vote: if kind == "reject" { VoteKind::Reject } else { VoteKind::Approve },
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    // ----------------------------------------------------------------------------- locks
+
+    /// Takes the environment's lock, or returns who holds it.
+    pub async fn try_lock(&self, lock: &Lock) -> Result<Result<(), Lock>> {
+        let n = sqlx::query(
+            "INSERT INTO locks (env, kind, holder, reason, deployment_id, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (env) DO NOTHING",
+        )
+        .bind(&lock.env)
+        .bind(lock.kind.as_str())
+        .bind(&lock.holder)
+        .bind(&lock.reason)
+        .bind(lock.deployment_id)
+        .bind(lock.created_at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            self.audit(lock.created_at, &lock.holder, &format!("lock:{}", lock.kind.as_str()), Some(&lock.env), lock.deployment_id, Some(&lock.reason)).await?;
+            return Ok(Ok(()));
+        }
+        match self.lock(&lock.env).await? {
+            Some(existing) => Ok(Err(existing)),
+            // Released between our insert and read: try once more.
+            None => Box::pin(self.try_lock(lock)).await,
+        }
+    }
+
+    pub async fn lock(&self, env: &str) -> Result<Option<Lock>> {
+        let row = sqlx::query("SELECT env, kind, holder, reason, deployment_id, created_at FROM locks WHERE env = $1")
+            .bind(env)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(lock_from_row).transpose()
+    }
+
+    pub async fn locks(&self) -> Result<Vec<Lock>> {
+        sqlx::query("SELECT env, kind, holder, reason, deployment_id, created_at FROM locks ORDER BY env")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(lock_from_row)
+            .collect()
+    }
+
+    /// Releases the deployment lock held by `deployment_id` (never someone else's).
+    pub async fn release_deployment_lock(&self, env: &str, deployment_id: i64, now: Millis) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM locks WHERE env = $1 AND kind = 'deployment' AND deployment_id = $2")
+            .bind(env)
+            .bind(deployment_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            self.audit(now, "deploybot", "unlock:deployment", Some(env), Some(deployment_id), None).await?;
+        }
+        Ok(n == 1)
+    }
+
+    /// Releases a manual lock; returns it when there was one.
+    pub async fn release_manual_lock(&self, env: &str, actor: &str, now: Millis) -> Result<Option<Lock>> {
+        let existing = self.lock(env).await?;
+        if let Some(l) = existing.as_ref().filter(|l| l.kind == LockKind::Manual) {
+            sqlx::query("DELETE FROM locks WHERE env = $1 AND kind = 'manual'").bind(env).execute(&self.pool).await?;
+            self.audit(now, actor, "unlock:manual", Some(env), None, Some(&l.reason)).await?;
+        }
+        Ok(existing)
+    }
+
+    // ----------------------------------------------------------------------------- chat events
+
+    /// Records a platform event id; true only the first time it is seen.
+    pub async fn mark_event(&self, event_id: &str, source: &str, now: Millis) -> Result<bool> {
+        let n = sqlx::query("INSERT INTO processed_events (event_id, source, received_at) VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING")
+            .bind(event_id)
+            .bind(source)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    // ----------------------------------------------------------------------------- chat outbox
+
+    /// Writes a message to the outbox under an idempotency key; returns its id and whether it is new.
+    pub async fn outbox_put(&self, m: &OutboxMessage, now: Millis) -> Result<(i64, bool)> {
+        let inserted = sqlx::query(
+            "INSERT INTO chat_messages (key, channel, thread_key, deployment_id, alert_id, purpose, body, state, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8) ON CONFLICT (key) DO NOTHING RETURNING id",
+        )
+        .bind(&m.key)
+        .bind(&m.channel)
+        .bind(&m.thread_key)
+        .bind(m.deployment_id)
+        .bind(m.alert_id)
+        .bind(&m.purpose)
+        .bind(crate::secrets::redact(&m.body))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(r) = inserted {
+            return Ok((r.try_get(0)?, true));
+        }
+        let id: i64 = sqlx::query("SELECT id FROM chat_messages WHERE key = $1").bind(&m.key).fetch_one(&self.pool).await?.try_get(0)?;
+        Ok((id, false))
+    }
+
+    /// Replaces the body of an existing message (an edit to make); it becomes pending again.
+    pub async fn outbox_update_body(&self, key: &str, body: &str, now: Millis) -> Result<()> {
+        sqlx::query("UPDATE chat_messages SET body = $1, state = 'pending', next_attempt_at = NULL, updated_at = $2 WHERE key = $3")
+            .bind(crate::secrets::redact(body))
+            .bind(now)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn outbox_mark_posted(&self, id: i64, platform_id: &str, now: Millis) -> Result<()> {
+        sqlx::query("UPDATE chat_messages SET state = 'posted', platform_id = $1, updated_at = $2, last_error = NULL WHERE id = $3")
+            .bind(platform_id)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn outbox_mark_failed(&self, id: i64, error: &str, retry_at: Millis, now: Millis) -> Result<()> {
+        sqlx::query("UPDATE chat_messages SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, updated_at = $3 WHERE id = $4")
+            .bind(crate::secrets::redact(error))
+            .bind(retry_at)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn outbox_message(&self, key: &str) -> Result<Option<StoredMessage>> {
+        let row = sqlx::query(&format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE key = $1")).bind(key).fetch_optional(&self.pool).await?;
+        row.as_ref().map(message_from_row).transpose()
+    }
+
+    /// The message with this platform id in this channel (e.g. the message someone reacted to).
+    pub async fn message_by_platform_id(&self, channel: &str, platform_id: &str) -> Result<Option<StoredMessage>> {
+        let row = sqlx::query(&format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE channel = $1 AND platform_id = $2"))
+            .bind(channel)
+            .bind(platform_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(message_from_row).transpose()
+    }
+
+    /// The message with this platform id in any channel (console ids are unique).
+    pub async fn message_by_platform_id_any(&self, platform_id: &str) -> Result<Option<StoredMessage>> {
+        let row = sqlx::query(&format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE platform_id = $1 ORDER BY id LIMIT 1"))
+            .bind(platform_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(message_from_row).transpose()
+    }
+
+    /// Messages waiting to be posted or edited, oldest first.
+    pub async fn outbox_due(&self, now: Millis, limit: i64) -> Result<Vec<StoredMessage>> {
+        sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $1) ORDER BY id LIMIT $2"
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(message_from_row)
+        .collect()
+    }
+
+    // ----------------------------------------------------------------------------- alerts
+
+    /// Inserts or updates an alert by fingerprint; returns its id and whether it is new.
+    pub async fn upsert_alert(&self, a: &AlertRecord, now: Millis) -> Result<(i64, bool)> {
+        let existing = sqlx::query("SELECT id FROM alerts WHERE fingerprint = $1").bind(&a.fingerprint).fetch_optional(&self.pool).await?;
+        if let Some(r) = existing {
+            let id: i64 = r.try_get(0)?;
+            sqlx::query("UPDATE alerts SET status = $1, ends_at = $2, annotations = $3, updated_at = $4 WHERE id = $5")
+                .bind(&a.status)
+                .bind(a.ends_at)
+                .bind(&a.annotations)
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            return Ok((id, false));
+        }
+        let row = sqlx::query(
+            "INSERT INTO alerts (fingerprint, env, deployment_id, name, status, source, labels, annotations, starts_at, ends_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) ON CONFLICT (fingerprint) DO NOTHING RETURNING id",
+        )
+        .bind(&a.fingerprint)
+        .bind(&a.env)
+        .bind(a.deployment_id)
+        .bind(&a.name)
+        .bind(&a.status)
+        .bind(&a.source)
+        .bind(&a.labels)
+        .bind(&a.annotations)
+        .bind(a.starts_at)
+        .bind(a.ends_at)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok((r.try_get(0)?, true)),
+            None => Box::pin(self.upsert_alert(a, now)).await,
+        }
+    }
+
+    // ----------------------------------------------------------------------------- schedules
+
+    /// Creates or replaces a schedule by key.
+    pub async fn put_schedule(&self, s: &Schedule, now: Millis) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedules (kind, key, env, deployment_id, cron, next_run_at, enabled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (key) DO UPDATE SET cron = excluded.cron, next_run_at = excluded.next_run_at, enabled = excluded.enabled",
+        )
+        .bind(&s.kind)
+        .bind(&s.key)
+        .bind(&s.env)
+        .bind(s.deployment_id)
+        .bind(&s.cron)
+        .bind(s.next_run_at)
+        .bind(s.enabled as i64)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Claims one due schedule for `owner` (each fires once across replicas).
+    pub async fn claim_schedule(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Option<Schedule>> {
+        let lock_clause = match self.dialect {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let row = sqlx::query(&format!(
+            "UPDATE schedules SET lease_owner = $1, lease_until = $2 WHERE id = (SELECT id FROM schedules WHERE enabled = 1 AND next_run_at <= $3 \
+             AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_run_at LIMIT 1{lock_clause}) \
+             RETURNING id, kind, key, env, deployment_id, cron, next_run_at, enabled"
+        ))
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
+    /// Marks a claimed schedule run: the next run, or disabled when it was one-off.
+    pub async fn finish_schedule(&self, id: i64, next_run_at: Option<Millis>, now: Millis) -> Result<()> {
+        sqlx::query("UPDATE schedules SET last_run_at = $1, next_run_at = COALESCE($2, next_run_at), enabled = $3, lease_owner = NULL, lease_until = NULL WHERE id = $4")
+            .bind(now)
+            .bind(next_run_at)
+            .bind(next_run_at.is_some() as i64)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn disable_schedule(&self, key: &str) -> Result<()> {
+        sqlx::query("UPDATE schedules SET enabled = 0 WHERE key = $1").bind(key).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------- backups
+
+    pub async fn record_backup(&self, b: &BackupRecord) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO backups (deployment_id, env, local_path, remote_uri, size_bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(b.deployment_id)
+        .bind(&b.env)
+        .bind(&b.local_path)
+        .bind(&b.remote_uri)
+        .bind(b.size_bytes)
+        .bind(b.created_at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn backup_for(&self, deployment_id: i64) -> Result<Option<BackupRecord>> {
+        let row = sqlx::query("SELECT deployment_id, env, local_path, remote_uri, size_bytes, created_at FROM backups WHERE deployment_id = $1 ORDER BY id DESC LIMIT 1")
+            .bind(deployment_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(BackupRecord {
+                deployment_id: r.try_get("deployment_id")?,
+                env: r.try_get("env")?,
+                local_path: r.try_get("local_path")?,
+                remote_uri: r.try_get("remote_uri")?,
+                size_bytes: r.try_get("size_bytes")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    // ----------------------------------------------------------------------------- audit
+
+    pub async fn audit(&self, at: Millis, actor: &str, action: &str, env: Option<&str>, deployment_id: Option<i64>, detail: Option<&str>) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        audit_in(&mut conn, at, actor, action, env, deployment_id, detail).await
+    }
+
+    pub async fn audit_log(&self, deployment_id: i64) -> Result<Vec<(Millis, String, String)>> {
+        let rows = sqlx::query("SELECT at, actor, action FROM audit_log WHERE deployment_id = $1 ORDER BY id")
+            .bind(deployment_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
+    // ----------------------------------------------------------------------------- history
+
+    /// Finished deployments (those that ran), newest first, in the runbook's template fields.
+    pub async fn history(&self, env: Option<&str>, limit: i64, tz: chrono_tz::Tz) -> Result<Vec<HistoryEntry>> {
+        let mut sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE started_at IS NOT NULL AND finished_at IS NOT NULL");
+        if env.is_some() {
+            sql.push_str(" AND env = $2");
+        }
+        sql.push_str(" ORDER BY finished_at DESC, id DESC LIMIT $1");
+        let mut q = sqlx::query(&sql).bind(limit);
+        if let Some(e) = env {
+            q = q.bind(e.to_string());
+        }
+        let deployments: Vec<Deployment> = q.fetch_all(&self.pool).await?.iter().map(deployment_from_row).collect::<Result<_>>()?;
+        let mut out = Vec::with_capacity(deployments.len());
+        for d in deployments {
+            let approvers = self.votes(d.id).await?.into_iter().filter(|v| v.vote == VoteKind::Approve).map(|v| v.user_name).collect();
+            let rolled_back_by = self.rollbacks_of(d.id).await?;
+            out.push(history::entry(&d, approvers, &rolled_back_by, self.previous_version(&d).await?, tz));
+        }
+        Ok(out)
+    }
+
+    async fn rollbacks_of(&self, id: i64) -> Result<Vec<Deployment>> {
+        sqlx::query(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE rollback_of = $1 ORDER BY id"))
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(deployment_from_row)
+            .collect()
+    }
+
+    /// The version the deployment replaced (for "Rolled back to v0.9.0").
+    async fn previous_version(&self, d: &Deployment) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT from_version FROM deployment_services WHERE deployment_id = $1 AND from_version IS NOT NULL ORDER BY service LIMIT 1")
+            .bind(d.id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|r| r.try_get::<Option<String>, _>(0).ok().flatten()))
+    }
+
+    /// Deployments finished since `since`, for `/stats`.
+    pub async fn stats_input(&self, env: Option<&str>, since: Millis) -> Result<Vec<StatsInput>> {
+        let mut sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE finished_at IS NOT NULL AND started_at IS NOT NULL AND finished_at >= $1");
+        if env.is_some() {
+            sql.push_str(" AND env = $2");
+        }
+        sql.push_str(" ORDER BY finished_at");
+        let mut q = sqlx::query(&sql).bind(since);
+        if let Some(e) = env {
+            q = q.bind(e.to_string());
+        }
+        let rows: Vec<Deployment> = q.fetch_all(&self.pool).await?.iter().map(deployment_from_row).collect::<Result<_>>()?;
+        let rolled_back: std::collections::HashSet<i64> = rows.iter().filter_map(|d| d.rollback_of).collect();
+        Ok(rows
+            .into_iter()
+            .map(|d| {
+                let later_rolled_back = rolled_back.contains(&d.id);
+                StatsInput { deployment: d, rolled_back_later: later_rolled_back }
+            })
+            .collect())
+    }
+}
+
+async fn audit_in(
+    conn: &mut sqlx::AnyConnection,
+    at: Millis,
+    actor: &str,
+    action: &str,
+    env: Option<&str>,
+    deployment_id: Option<i64>,
+    detail: Option<&str>,
+) -> Result<()> {
+    sqlx::query("INSERT INTO audit_log (at, actor, action, env, deployment_id, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(at)
+        .bind(actor)
+        .bind(action)
+        .bind(env.map(str::to_string))
+        .bind(deployment_id)
+        .bind(detail.map(crate::secrets::redact))
+        .execute(&mut *conn)
+        .await
+        .context("failed to write the audit log")?;
+    Ok(())
+}
+
+/// A message as the outbox receives it.
+#[derive(Debug, Clone)]
+pub struct OutboxMessage {
+    pub key: String,
+    pub channel: String,
+    pub thread_key: Option<String>,
+    pub deployment_id: Option<i64>,
+    pub alert_id: Option<i64>,
+    pub purpose: String,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub id: i64,
+    pub key: String,
+    pub channel: String,
+    pub thread_key: Option<String>,
+    pub deployment_id: Option<i64>,
+    pub alert_id: Option<i64>,
+    pub purpose: String,
+    pub body: String,
+    pub platform_id: Option<String>,
+    pub state: String,
+    pub attempts: i64,
+}
+
+const MESSAGE_COLUMNS: &str = "id, key, channel, thread_key, deployment_id, alert_id, purpose, body, platform_id, state, attempts";
+
+fn message_from_row(r: &AnyRow) -> Result<StoredMessage> {
+    Ok(StoredMessage {
+        id: r.try_get("id")?,
+        key: r.try_get("key")?,
+        channel: r.try_get("channel")?,
+        thread_key: r.try_get("thread_key")?,
+        deployment_id: r.try_get("deployment_id")?,
+        alert_id: r.try_get("alert_id")?,
+        purpose: r.try_get("purpose")?,
+        body: r.try_get("body")?,
+        platform_id: r.try_get("platform_id")?,
+        state: r.try_get("state")?,
+        attempts: r.try_get("attempts")?,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    pub fingerprint: String,
+    pub env: Option<String>,
+    pub deployment_id: Option<i64>,
+    pub name: String,
+    pub status: String,
+    pub source: String,
+    pub labels: String,
+    pub annotations: String,
+    pub starts_at: Millis,
+    pub ends_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub id: i64,
+    pub kind: String,
+    pub key: String,
+    pub env: Option<String>,
+    pub deployment_id: Option<i64>,
+    pub cron: Option<String>,
+    pub next_run_at: Millis,
+    pub enabled: bool,
+}
+
+fn schedule_from_row(r: &AnyRow) -> Result<Schedule> {
+    Ok(Schedule {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        key: r.try_get("key")?,
+        env: r.try_get("env")?,
+        deployment_id: r.try_get("deployment_id")?,
+        cron: r.try_get("cron")?,
+        next_run_at: r.try_get("next_run_at")?,
+        enabled: r.try_get::<i64, _>("enabled")? != 0,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupRecord {
+    pub deployment_id: i64,
+    pub env: String,
+    pub local_path: Option<String>,
+    pub remote_uri: Option<String>,
+    pub size_bytes: i64,
+    pub created_at: Millis,
+}
+
+fn deployment_from_row(r: &AnyRow) -> Result<Deployment> {
+    let services: String = r.try_get("services")?;
+    let state: String = r.try_get("state")?;
+    let kind: String = r.try_get("kind")?;
+    Ok(Deployment {
+        id: r.try_get("id")?,
+        env: r.try_get("env")?,
+        kind: DeploymentKind::from_str(&kind).map_err(anyhow::Error::msg)?,
+        version: r.try_get("version")?,
+        services: serde_json::from_str(&services).context("deployments.services is not a JSON list")?,
+        state: DeploymentState::from_str(&state).map_err(anyhow::Error::msg)?,
+        requested_by: r.try_get("requested_by")?,
+        requested_by_name: r.try_get("requested_by_name")?,
+        channel: r.try_get("channel")?,
+        hotfix_reason: r.try_get("hotfix_reason")?,
+        scheduled_for: r.try_get("scheduled_for")?,
+        rollback_of: r.try_get("rollback_of")?,
+        with_db: r.try_get::<i64, _>("with_db")? != 0,
+        approvals_required: r.try_get("approvals_required")?,
+        approval_expires_at: r.try_get("approval_expires_at")?,
+        current_step: r.try_get("current_step")?,
+        cancel_requested_by: r.try_get("cancel_requested_by")?,
+        issues: r.try_get("issues")?,
+        error: r.try_get("error")?,
+        lease_owner: r.try_get("lease_owner")?,
+        lease_until: r.try_get("lease_until")?,
+        rev: r.try_get("rev")?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        failed_at: r.try_get("failed_at")?,
+        finished_at: r.try_get("finished_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn step_from_row(r: &AnyRow) -> Result<Step> {
+    let state: String = r.try_get("state")?;
+    Ok(Step {
+        id: r.try_get("id")?,
+        deployment_id: r.try_get("deployment_id")?,
+        seq: r.try_get("seq")?,
+        name: r.try_get("name")?,
+        attempt: r.try_get("attempt")?,
+        state: StepState::from_str(&state).map_err(anyhow::Error::msg)?,
+        detail: r.try_get("detail")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+    })
+}
+
+fn lock_from_row(r: &AnyRow) -> Result<Lock> {
+    let kind: String = r.try_get("kind")?;
+    Ok(Lock {
+        env: r.try_get("env")?,
+        kind: if kind == "manual" { LockKind::Manual } else { LockKind::Deployment },
+        holder: r.try_get("holder")?,
+        reason: r.try_get("reason")?,
+        deployment_id: r.try_get("deployment_id")?,
+        created_at: r.try_get("created_at")?,
+    })
+}

@@ -1,0 +1,5 @@
+//! The `docker` driver: a Docker Engine through bollard (the runbook's "Docker Compose (single server)").
+
+mod config;
+
+pub use config::DockerConfig;

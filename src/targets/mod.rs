@@ -1,0 +1,169 @@
+//! Deploy targets: one trait, one folder per driver (`command`, `docker`, `aws_ecs`, `azure_aci`),
+//! chosen per environment by `target.kind`.
+//!
+//! *Invariant*: AWS, Docker and Azure types never leave this folder. A driver's `validate` does
+//! no I/O; building the driver does.
+
+use std::collections::BTreeMap;
+
+use deploybot_commands::ServiceName;
+use serde::Deserialize;
+
+use crate::config::ServiceConfig;
+
+pub mod aws_ecs;
+pub mod azure_aci;
+pub mod command;
+pub mod docker;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetConfig {
+    Command(command::CommandConfig),
+    Docker(docker::DockerConfig),
+    Ecs(aws_ecs::EcsConfig),
+    AzureAci(azure_aci::AciConfig),
+}
+
+impl TargetConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TargetConfig::Command(_) => "command",
+            TargetConfig::Docker(_) => "docker",
+            TargetConfig::Ecs(_) => "ecs",
+            TargetConfig::AzureAci(_) => "azure_aci",
+        }
+    }
+
+    /// Problems as (sub-path, message); no I/O.
+    pub fn validate(&self, services: &BTreeMap<ServiceName, ServiceConfig>) -> Vec<(String, String)> {
+        match self {
+            TargetConfig::Command(c) => c.validate(),
+            TargetConfig::Docker(c) => c.validate(services),
+            TargetConfig::Ecs(c) => c.validate(services),
+            TargetConfig::AzureAci(c) => c.validate(services),
+        }
+    }
+}
+
+/// Checks a map keyed by our service names: every key must be a configured service.
+pub(crate) fn check_service_keys<V>(
+    field: &str,
+    map: &BTreeMap<String, V>,
+    services: &BTreeMap<ServiceName, ServiceConfig>,
+    out: &mut Vec<(String, String)>,
+) {
+    for key in map.keys() {
+        if !services.keys().any(|s| s.as_str() == key) {
+            out.push((
+                format!("{field}.{key}"),
+                format!(
+                    "unknown service \"{key}\" (known: {})",
+                    services.keys().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+}
+
+pub(crate) fn check_duration(field: &str, value: &str, out: &mut Vec<(String, String)>) {
+    if let Err(e) = crate::config::parse_duration(value) {
+        out.push((field.to_string(), e));
+    }
+}
+
+pub(crate) fn check_url(field: &str, value: &str, out: &mut Vec<(String, String)>) {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https" | "unix" | "tcp") => {}
+        Ok(u) => out.push((field.to_string(), format!("unsupported URL scheme \"{}\" in \"{value}\"", u.scheme()))),
+        Err(e) => out.push((field.to_string(), format!("invalid URL \"{value}\": {e}"))),
+    }
+}
+
+/// What runs for a service, exactly enough to put it back: the version (image tag) and a
+/// driver-specific reference (ECS task-definition ARN, Docker image id, ACI container group
+/// revision…).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Running {
+    pub version: String,
+    pub reference: Option<String>,
+}
+
+/// One service to move to `version`.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub deployment_id: i64,
+    pub env: String,
+    pub service: ServiceName,
+    /// Repository without tag (`your-registry/invoice-me-backend`).
+    pub image: String,
+    pub version: String,
+    /// What ran before, as `current` reported it when the deployment started.
+    pub previous: Option<Running>,
+}
+
+/// One service to put back on exactly what ran before.
+#[derive(Debug, Clone)]
+pub struct RollbackRequest {
+    pub deployment_id: i64,
+    pub env: String,
+    pub service: ServiceName,
+    pub image: String,
+    /// The version being replaced (the failed or unwanted one).
+    pub from_version: String,
+    pub to: Running,
+}
+
+/// What a deploy or rollback put in place, with the driver's own account of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    pub running: Running,
+    /// Output worth keeping as the step's detail (command output, new revision, …).
+    pub detail: String,
+}
+
+/// Why a target could not do what was asked. `diagnostics` is the target's own reason
+/// (ECS stopped reason, container exit code and last log lines, command output).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TargetError {
+    #[error("{what} timed out after {after}")]
+    Timeout { what: String, after: String, diagnostics: Option<String> },
+    #[error("{reason}")]
+    Failed { reason: String, diagnostics: Option<String> },
+    #[error("cannot reach the target: {reason}")]
+    Unreachable { reason: String },
+}
+
+impl TargetError {
+    pub fn failed(reason: impl Into<String>) -> TargetError {
+        TargetError::Failed { reason: reason.into(), diagnostics: None }
+    }
+
+    pub fn diagnostics(&self) -> Option<&str> {
+        match self {
+            TargetError::Timeout { diagnostics, .. } | TargetError::Failed { diagnostics, .. } => diagnostics.as_deref(),
+            TargetError::Unreachable { .. } => None,
+        }
+    }
+}
+
+/// A deploy target (PRODUCT.md section 6). Implementations live in their own folders.
+#[async_trait::async_trait]
+pub trait DeployTarget: Send + Sync {
+    fn kind(&self) -> &'static str;
+
+    /// What runs now for `service`; `Ok(None)` when nothing is deployed or the driver cannot tell.
+    async fn current(&self, service: &ServiceName, image: &str) -> Result<Option<Running>, TargetError>;
+
+    /// Starts putting `req.version` in place; returns once the target accepted the change.
+    async fn deploy(&self, req: &DeployRequest) -> Result<Deployed, TargetError>;
+
+    /// Waits until the change is complete (running and healthy) or failed, within the driver's timeout.
+    async fn wait_rollout(&self, service: &ServiceName, deployed: &Deployed) -> Result<(), TargetError>;
+
+    /// Puts back exactly what ran before (`req.to`), and waits for it.
+    async fn rollback(&self, req: &RollbackRequest) -> Result<Deployed, TargetError>;
+
+    /// The target's own account of a service, for a failure message (exit code, last log lines…).
+    async fn diagnostics(&self, service: &ServiceName) -> Option<String>;
+}
