@@ -60,6 +60,27 @@ pub enum Command {
         #[command(subcommand)]
         command: CommandsCommand,
     },
+    /// Walk through the runbook on the embedded default, printing the chat transcript.
+    Demo,
+    /// The stand-in InvoiceMe app the demo's command targets start (not for operators).
+    #[command(hide = true)]
+    Standin {
+        #[command(subcommand)]
+        command: StandinCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StandinCommand {
+    /// Replace the running stand-in of an environment's service and wait until it answers.
+    Start(crate::demo::StartArgs),
+    /// Serve the stand-in in the foreground.
+    Serve {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        version: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,7 +132,10 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::History { env, limit, format } => report(history(&cli.config, env.as_deref(), limit, format).await),
         Command::Stats { env, days } => report(stats(&cli.config, env.as_deref(), days).await),
         Command::Migrate => report(migrate(&cli.config).await),
-        Command::Run { chat } => report(run(&cli.config, chat.as_deref()).await),
+        Command::Run { chat } => report(crate::app::run_from_cli(&cli.config, chat.as_deref()).await),
+        Command::Demo => report(crate::demo::run().await),
+        Command::Standin { command: StandinCommand::Start(args) } => report(crate::demo::standin_start(args).await),
+        Command::Standin { command: StandinCommand::Serve { port, version } } => report(crate::demo::standin_serve(port, &version).await),
     }
 }
 
@@ -259,12 +283,6 @@ async fn stats(path: &Path, env: Option<&str>, days: u32) -> Result<()> {
     println!("{}", stats.render(env.as_ref().map_or("all environments", |e| e.as_str())));
     store.close().await;
     Ok(())
-}
-
-async fn run(path: &Path, chat: Option<&str>) -> Result<()> {
-    let config = load_any(path)?;
-    let _ = chat;
-    anyhow::bail!("`run` needs the deployment engine, which is not built yet; {} environment(s) configured", config.environments.len())
 }
 
 async fn migrate(path: &Path) -> Result<()> {

@@ -153,6 +153,28 @@ pub struct ChatConfig {
     pub slack: Option<SlackConfig>,
     #[serde(default)]
     pub discord: Option<DiscordConfig>,
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+/// The console platform: who types, and which groups exist (Slack user groups stand-in).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    #[serde(default = "default_console_user")]
+    pub user: String,
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig { user: default_console_user(), groups: BTreeMap::new() }
+    }
+}
+
+fn default_console_user() -> String {
+    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "operator".into())
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -13,10 +13,12 @@
 //!
 //! The chat command language is its own crate, `deploybot-commands`.
 
+pub mod app;
 pub mod approval;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod model;
 pub mod monitor;

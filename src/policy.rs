@@ -10,8 +10,10 @@
 //! - Everything is evaluated in the window's own IANA timezone on wall-clock local times. A local time
 //!   that a spring-forward gap skips resolves to the first instant after the gap; a local time that a
 //!   fall-back repeats resolves to the earliest of its instants. This applies to allow-entry bounds,
-//!   midnights and cron occurrences alike, so on the autumn change an entry ending at 01:30 ends at
-//!   the first 01:30 and on the spring change an entry starting at 02:30 opens at 03:00.
+//!   midnights and cron occurrences alike: an allow entry on a given local day is the span between
+//!   the instants of its two bounds. So on the spring change an entry starting at 02:30 opens at
+//!   03:00, and on the autumn change an entry ending at 01:30 ends at the first 01:30 (the repeated
+//!   01:00–01:30 is outside it) while one running 01:30–03:00 also covers the repeated hour.
 //! - `allow` entries: `days` (default every day) and `hours` `HH:MM-HH:MM`, start inclusive, end
 //!   exclusive, `24:00` allowed as the end, the end after the start (an overnight span is two entries);
 //!   no `hours` means the whole day. Entries are a union. No `allow` at all means every day, all day.
@@ -22,25 +24,30 @@
 //!   and a freeze.
 //! - A freeze is `[start, end)` between instants of two cron expressions: frozen at `t` when the latest
 //!   `start` occurrence `s <= t` has no `end` occurrence in `(s, t]`. A freeze whose end never comes
-//!   after its start stays closed.
+//!   after its start stays closed; identical start and end schedules are rejected.
 //! - Cron is the standard 5-field form (minute hour day-of-month month day-of-week) or `@yearly`,
 //!   `@monthly`, `@weekly`, `@daily`, `@hourly`, evaluated on local wall-clock time. Day of week is
 //!   numbered as in standard cron (0 and 7 are Sunday) and takes names (`sun`..`sat`); months take
-//!   `jan`..`dec`; ranges do not wrap; `a/n` means `a-max/n`. When both day of month and day of week
-//!   are restricted (neither starts with `*`) a day matching either matches, as in Vixie cron and
-//!   unlike the `cron` crate, which always requires both; we translate to the crate's 6-field syntax
-//!   (seconds first, Sunday = 1) and evaluate the two halves separately in that case.
+//!   `jan`..`dec`; ranges do not wrap; `a/n` means `a-max/n`; `?`, `L`, `W`, `#` are not supported.
+//!   When both day of month and day of week are restricted (neither starts with `*`) a day matching
+//!   either matches, as in Vixie cron. The `cron` crate (which does the calendar search) differs in
+//!   three ways we hide: it wants seconds first and numbers Sunday 1 through Saturday 7, so we
+//!   translate to explicit value lists; it always requires both day fields, so the OR case is two
+//!   schedules; and it skips times in a DST gap and fires repeated ones twice, so we search on the
+//!   naive wall clock and resolve each occurrence with the rule above.
 //! - A hotfix may deploy at any time except inside a freeze with `hotfix = false`. `hotfix` defaults to
 //!   `true` when omitted (the runbook: "Hotfixes: as needed, any time"), so a freeze must opt in to
 //!   blocking hotfixes.
 //! - When several denials apply, the reason names the first of: freeze, holiday, month-end, outside
 //!   the allowed hours. Among overlapping freezes the one ending last is named.
 //! - `next_window(at)` is the first instant `>= at` at which a normal (non-hotfix) deploy is allowed,
-//!   at most 400 days after `at` (inclusive), else `None`; it is `at` itself when `at` is allowed. The
-//!   search visits only the instants where the state can change (local midnights, allow-entry bounds,
-//!   freeze ends), never stepping minute by minute.
+//!   at most 400 days after `at` (inclusive), else `None`; it is `at` itself when `at` is allowed, and
+//!   [`Decision::next_window`] is this value for hotfix checks too. The search visits only the
+//!   instants where the state can change (local midnights, allow-entry bounds, freeze ends), never
+//!   stepping minute by minute.
 //! - Instants in chat are shown as `Tue 1 Dec 10:00 EST` in the window's timezone; the year is added
 //!   when the instant is more than 180 days away, so a date a year out is not mistaken for this year.
+//!   Countdowns round up to the minute: `in 45m`, `in 3h 5m`, `in 2d 3h`, `now`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -214,20 +221,21 @@ impl Window {
 
         let mut allow = Vec::with_capacity(c.allow.len());
         for (i, entry) in c.allow.iter().enumerate() {
-            let days = match entry.days.as_deref().map(parse_days).transpose() {
-                Ok(days) => days.unwrap_or(DaySet::ALL),
-                Err(message) => {
-                    errors.push(PolicyConfigError::new(format!("allow[{i}].days"), message));
-                    continue;
-                }
-            };
-            match entry.hours.as_deref().map(parse_hours).transpose() {
-                Ok(hours) => {
+            let days = entry.days.as_deref().map(parse_days).transpose();
+            let hours = entry.hours.as_deref().map(parse_hours).transpose();
+            match (days, hours) {
+                (Ok(days), Ok(hours)) => {
                     let (start, end) = hours.unwrap_or((0, MINUTES_PER_DAY));
+                    let days = days.unwrap_or(DaySet::ALL);
                     allow.push(AllowRule { days, start, end });
                 }
-                Err(message) => {
-                    errors.push(PolicyConfigError::new(format!("allow[{i}].hours"), message))
+                (days, hours) => {
+                    if let Err(message) = days {
+                        errors.push(PolicyConfigError::new(format!("allow[{i}].days"), message));
+                    }
+                    if let Err(message) = hours {
+                        errors.push(PolicyConfigError::new(format!("allow[{i}].hours"), message));
+                    }
                 }
             }
         }
@@ -451,6 +459,7 @@ impl Window {
     }
 
     fn describe(&self) -> String {
+        // "closed on holidays, the last 3 days of each month and during 1 freeze"
         let mut closed = Vec::new();
         if !self.holidays.is_empty() {
             closed.push("holidays".to_owned());
@@ -460,6 +469,9 @@ impl Window {
             1 => closed.push("the last day of each month".to_owned()),
             n => closed.push(format!("the last {n} days of each month")),
         }
+        if let Some(first) = closed.first_mut() {
+            *first = format!("on {first}");
+        }
         match self.freezes.len() {
             0 => {}
             1 => closed.push("during 1 freeze".to_owned()),
@@ -468,8 +480,8 @@ impl Window {
         let summary = self.summary();
         match closed.split_last() {
             None => summary,
-            Some((last, [])) => format!("{summary}; closed on {last}"),
-            Some((last, rest)) => format!("{summary}; closed on {} and {last}", rest.join(", ")),
+            Some((last, [])) => format!("{summary}; closed {last}"),
+            Some((last, rest)) => format!("{summary}; closed {} and {last}", rest.join(", ")),
         }
     }
 }
@@ -661,8 +673,8 @@ fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     }
 }
 
-/// Binary search for the first instant whose wall-clock time is `>= local`. Wall time is monotone
-/// within a day of any gap in every real zone, and UTC offsets stay within ±26 hours.
+/// Binary search for the first instant whose wall-clock time is `>= local`: wall time is monotone
+/// for a day around any gap in every real zone, and UTC offsets stay well within ±30 hours.
 fn first_instant_at_or_after_wall(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     let wall =
         |secs: i64| DateTime::from_timestamp(secs, 0).map(|t| t.with_timezone(&tz).naive_local());
@@ -918,18 +930,19 @@ impl CronExpr {
             let longest = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m as usize - 1];
             (1..=longest).any(|d| doms & (1 << d) != 0)
         });
-        if !possible {
+        let dom_star = dom.starts_with('*');
+        let dow_star = dow.starts_with('*');
+        let either_day_matches = !dom_star && !dow_star;
+        if !possible && !either_day_matches {
             return Err("that day of month never occurs in the months given".to_owned());
         }
 
-        let dom_star = dom.starts_with('*');
-        let dow_star = dow.starts_with('*');
         let all_days_of_month = bits_between(1, 31);
         let all_days_of_week = 0x7f;
-        let halves = if dom_star || dow_star {
-            vec![(doms, dows)]
-        } else {
+        let halves = if either_day_matches {
             vec![(doms, all_days_of_week), (all_days_of_month, dows)]
+        } else {
+            vec![(doms, dows)]
         };
         let schedules = halves
             .into_iter()
@@ -949,16 +962,14 @@ impl CronExpr {
                 cron::Schedule::from_str(&expression).map_err(|e| e.to_string())
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let canonical = format!(
-            "{minutes:x} {hours:x} {doms:x} {months:x} {dows:x} {}",
-            dom_star || dow_star
-        );
+        let canonical =
+            format!("{minutes:x} {hours:x} {doms:x} {months:x} {dows:x} {either_day_matches}");
         Ok((canonical, schedules))
     }
 
     /// The latest occurrence at or before local time `local` (whole seconds).
     fn prev_local_at_or_before(&self, local: NaiveDateTime) -> Option<NaiveDateTime> {
-        let after = (local + TimeDelta::seconds(1)).and_utc();
+        let after = local.checked_add_signed(TimeDelta::seconds(1))?.and_utc();
         self.schedules
             .iter()
             .filter_map(|s| s.after(&after).next_back())
@@ -1695,6 +1706,8 @@ mod tests {
         // Both restricted: the 1st of the month OR a Monday, as in Vixie cron.
         assert_eq!(next("0 12 1 * mon"), Some(utc("2026-12-07T12:00:00Z")));
         assert_eq!(next("0 12 5 * mon"), Some(utc("2026-12-05T12:00:00Z")));
+        // ... so 31 February is fine when Mondays in February can match.
+        assert_eq!(next("0 0 31 2 mon"), Some(utc("2027-02-01T00:00:00Z")));
         // A day-of-month field starting with `*` makes both fields required.
         assert_eq!(next("0 12 */2 * mon"), Some(utc("2026-12-07T12:00:00Z")));
         let expr = |e: &str| CronExpr::parse(e).unwrap_or_else(|e| panic!("{e}"));
@@ -1747,6 +1760,31 @@ mod tests {
         ];
         for (next, now, expected) in cases {
             assert_eq!(format_next_window(utc(next), utc(now), ny), expected, "{next} from {now}");
+        }
+    }
+
+    #[test]
+    fn the_description_lists_only_the_denials_that_apply() {
+        let cases = [
+            ("", "every day UTC"),
+            ("holidays = [\"12-25\"]", "every day UTC; closed on holidays"),
+            ("month_end_days = 2", "every day UTC; closed on the last 2 days of each month"),
+            (
+                "holidays = [\"12-25\"]\nmonth_end_days = 2",
+                "every day UTC; closed on holidays and the last 2 days of each month",
+            ),
+            (
+                "freeze = [ { start = \"@yearly\", end = \"@monthly\" }, { start = \"@daily\", end = \"@hourly\" } ]",
+                "every day UTC; closed during 2 freezes",
+            ),
+            (
+                "holidays = [\"12-25\"]\nfreeze = [ { start = \"@yearly\", end = \"@monthly\" } ]",
+                "every day UTC; closed on holidays and during 1 freeze",
+            ),
+        ];
+        for (body, expected) in cases {
+            let p = policy(&format!("timezone = \"UTC\"\n{body}"));
+            assert_eq!(p.describe(), expected, "{body}");
         }
     }
 
@@ -1885,6 +1923,7 @@ mod tests {
             r#"
             timezone = "Mars/Olympus"
             allow = [ { days = "tue-wed", hours = "10:00-14:00" }, { days = "tue-wen", hours = "14:00-10:00" }, { hours = "9-5" } ]
+            # allow[1] has two mistakes, both reported
             month_end_days = 31
             holidays = ["2026-12-25", "2026-13-01"]
             freeze = [ { start = "0 18 32 12 *", end = "0 8 4 1 *" }, { start = "0 18 20 12 *", end = "bad" } ]
@@ -1896,6 +1935,7 @@ mod tests {
             [
                 "timezone",
                 "allow[1].days",
+                "allow[1].hours",
                 "allow[2].hours",
                 "month_end_days",
                 "holidays[1]",

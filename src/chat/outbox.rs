@@ -66,6 +66,10 @@ impl Outbox {
             )
             .await?;
         if !fresh {
+            let unchanged = self.store.outbox_message(d.key).await?.is_some_and(|m| m.body == crate::secrets::redact(&body) && m.state == "posted");
+            if unchanged {
+                return Ok(());
+            }
             self.store.outbox_update_body(d.key, &body, now).await?;
         }
         self.deliver_key(d.key).await;

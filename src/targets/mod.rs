@@ -167,3 +167,13 @@ pub trait DeployTarget: Send + Sync {
     /// The target's own account of a service, for a failure message (exit code, last log lines…).
     async fn diagnostics(&self, service: &ServiceName) -> Option<String>;
 }
+
+/// Builds the driver an environment's config asks for (this is where I/O may start).
+pub async fn build(config: &TargetConfig) -> anyhow::Result<std::sync::Arc<dyn DeployTarget>> {
+    match config {
+        TargetConfig::Command(c) => Ok(std::sync::Arc::new(command::CommandTarget::new(c)?)),
+        TargetConfig::Docker(c) => Ok(std::sync::Arc::new(docker::DockerTarget::new(c)?)),
+        TargetConfig::Ecs(_) => anyhow::bail!("the ecs target is not available in this build yet"),
+        TargetConfig::AzureAci(_) => anyhow::bail!("the azure_aci target is not available in this build yet"),
+    }
+}

@@ -171,7 +171,8 @@ async fn the_command_gets_deploybot_variables_and_the_configured_env() {
     let workdir = dir.path().canonicalize().unwrap();
     assert_eq!(
         deployed.detail,
-        format!("backend v1.1.0 v1.0.0 staging your-registry/invoice-me-backend #42\nregion=aws:eu-west-1 in {}", workdir.display())
+        format!("backend v1.1.0 v1.0.0 staging your-registry/invoice-me-backend #42\nregion=aws:••• in {}", workdir.display()),
+        "a value read from a ${VAR} reference is a secret, so it reaches the command but not the detail"
     );
 }
 

@@ -22,6 +22,10 @@ pub struct DockerConfig {
     pub rollout_timeout: String,
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout: String,
+    /// How long a container without a health check must keep running to count as rolled out
+    /// (one that crashes at start is caught in this time).
+    #[serde(default = "default_settle")]
+    pub settle: String,
 }
 
 fn default_project() -> String {
@@ -32,6 +36,9 @@ fn default_rollout_timeout() -> String {
 }
 fn default_stop_timeout() -> String {
     "10s".into()
+}
+fn default_settle() -> String {
+    "5s".into()
 }
 
 impl DockerConfig {
@@ -46,10 +53,28 @@ impl DockerConfig {
         check_service_keys("containers", &self.containers, services, &mut out);
         check_duration("rollout_timeout", &self.rollout_timeout, &mut out);
         check_duration("stop_timeout", &self.stop_timeout, &mut out);
+        check_duration("settle", &self.settle, &mut out);
+        if let Some(host) = &self.host {
+            if host.starts_with("https://") {
+                out.push(("host".into(), format!("\"{host}\": TLS to the Docker Engine is not built in; use unix://, tcp:// or http://")));
+            }
+        }
+        for (service, name) in &self.containers {
+            if !valid_container_name(name) {
+                out.push((format!("containers.{service}"), format!("\"{name}\" is not a container name (letters, digits, _ . -, starting with a letter or digit)")));
+            }
+        }
         out
     }
 
+    /// The container that runs `service`.
     pub fn container_name(&self, service: &ServiceName) -> String {
         self.containers.get(service.as_str()).cloned().unwrap_or_else(|| format!("{}-{}-1", self.project, service))
     }
+}
+
+/// Docker's rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+fn valid_container_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) && name.len() > 1 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
