@@ -139,12 +139,21 @@ async fn dispatch(cli: Cli) -> ExitCode {
     }
 }
 
+/// A mistake on the command line (exit 2), as opposed to a failure (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadArgument(String);
+
+fn bad_argument(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(BadArgument(message.into()))
+}
+
 fn report(result: Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", crate::secrets::redact(&format!("{e:#}")));
-            ExitCode::from(1)
+            ExitCode::from(if e.downcast_ref::<BadArgument>().is_some() { 2 } else { 1 })
         }
     }
 }
@@ -218,8 +227,10 @@ fn policy_check(path: &Path, env: &str, at: Option<&str>, hotfix: bool) -> ExitC
 pub fn policy_json(policy: &crate::policy::Policy, at: DateTime<Utc>, hotfix: bool) -> serde_json::Value {
     let decision = policy.check(at, hotfix);
     let next = decision.next_window.map(|t| match policy.timezone() {
-        Some(tz) => t.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, true),
-        None => t.to_rfc3339_opts(SecondsFormat::Secs, true),
+        // AutoSi: a fraction of a second is kept when there is one, so that an open `--at` is
+        // answered with itself and never with an instant before it.
+        Some(tz) => t.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        None => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
     });
     serde_json::json!({ "allowed": decision.allowed, "reason": decision.reason, "next_window": next })
 }
@@ -253,14 +264,14 @@ fn load_any(path: &Path) -> Result<Config> {
 }
 
 fn env_filter(config: &Config, env: Option<&str>) -> Result<Option<EnvName>> {
-    env.map(|e| resolve_env(config, e).map_err(|m| anyhow::anyhow!("--env: {m}"))).transpose()
+    env.map(|e| resolve_env(config, e).map_err(|m| bad_argument(format!("--env: {m}")))).transpose()
 }
 
 async fn history(path: &Path, env: Option<&str>, limit: u32, format: HistoryFormat) -> Result<()> {
     let config = load_any(path)?;
     let env = env_filter(&config, env)?;
     if !(1..=1000).contains(&limit) {
-        anyhow::bail!("--limit must be from 1 to 1000");
+        return Err(bad_argument("--limit must be from 1 to 1000"));
     }
     let store = open_store(&config).await?;
     let entries = store.history(env.as_ref().map(|e| e.as_str()), limit as i64, config.bot_timezone).await?;
@@ -275,6 +286,9 @@ async fn history(path: &Path, env: Option<&str>, limit: u32, format: HistoryForm
 async fn stats(path: &Path, env: Option<&str>, days: u32) -> Result<()> {
     let config = load_any(path)?;
     let env = env_filter(&config, env)?;
+    if !(1..=3650).contains(&days) {
+        return Err(bad_argument("--days must be from 1 to 3650"));
+    }
     let store = open_store(&config).await?;
     let now = Utc::now();
     let since = now - chrono::Duration::days(days as i64);

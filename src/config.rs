@@ -405,7 +405,7 @@ impl Config {
                 }]);
             }
         };
-        let mut v = Validator { problems: Vec::new() };
+        let mut v = Validator { problems: Vec::new(), broken: Vec::new() };
         let config = v.config(root);
         if v.problems.is_empty() {
             if let Some(config) = config {
@@ -419,6 +419,8 @@ impl Config {
                 p.line = spans.as_ref().and_then(|d| line_of_path(d, text, &p.path));
             }
         }
+        // In file order, as an operator fixes them.
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
         if problems.is_empty() {
             problems.push(ConfigProblem { path: "(file)".into(), line: None, message: "the file could not be read as a deploybot config".into() });
         }
@@ -522,24 +524,71 @@ pub fn valid_emoji_name(s: &str) -> bool {
 
 struct Validator {
     problems: Vec<ConfigProblem>,
+    /// Key paths already reported as wrong and left out of what is checked next: a problem at or
+    /// under one of them is a consequence of the first (a default standing in), not a mistake.
+    broken: Vec<String>,
 }
+
+/// How many mistakes one table may report before the rest of it is given up.
+const MAX_MISTAKES_PER_TABLE: usize = 32;
 
 impl Validator {
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(ConfigProblem { path: path.into(), line: None, message: message.into() });
+        let path = path.into();
+        let follow_on = self.broken.iter().any(|b| {
+            path.strip_prefix(b.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+        });
+        if !follow_on {
+            self.problems.push(ConfigProblem { path, line: None, message: message.into() });
+        }
     }
 
+    /// Deserializes one table. A mistake does not hide the rest of the table: the key it is at
+    /// is reported, left out, and the table read again, so every unknown key and every wrong
+    /// value is reported and the other values are still checked. `None` when a required key is
+    /// wrong or missing.
     fn section<T: DeserializeOwned>(&mut self, path: &str, value: toml::Value) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let full = if inner == "." || inner.is_empty() { path.to_string() } else { format!("{path}.{inner}") };
-                let msg = e.into_inner().to_string();
-                self.problem(full, msg.trim().to_string());
-                None
+        let mut value = value;
+        let join = |inner: String| if inner == "." || inner.is_empty() { path.to_string() } else { format!("{path}.{inner}") };
+        for _ in 0..MAX_MISTAKES_PER_TABLE {
+            let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+                Ok(v) => return Some(v),
+                Err(e) => e,
+            };
+            let mut steps = key_steps(e.path());
+            let message = e.into_inner().message().trim().to_string();
+            if let (Some(steps), Some(key)) = (steps.as_mut(), unknown_field(&message)) {
+                // Inside a tagged enum (`target`) serde reports an unknown key at the enum: point at the key.
+                if !matches!(steps.last(), Some(KeyStep::Key(k)) if k == key) {
+                    steps.push(KeyStep::Key(key.to_string()));
+                }
+            }
+            let full = join(steps.as_deref().map_or_else(|| ".".to_string(), render_steps));
+            let removed = steps.and_then(|steps| remove_at(&mut value, &steps)).map(join);
+            let left_out = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.strip_suffix('`'))
+                .is_some_and(|field| self.broken.contains(&format!("{full}.{field}")));
+            if left_out {
+                // Required, and already reported as wrong.
+                return None;
+            }
+            self.problem(full, message);
+            match removed {
+                Some(removed) => self.broken.push(removed),
+                None => return None,
             }
         }
+        None
+    }
+
+    /// An optional table; when it is there but unusable, checks that need it stay quiet.
+    fn optional_section<T: DeserializeOwned>(&mut self, path: &str, raw: Option<toml::Value>) -> Option<T> {
+        let parsed = self.section(path, raw?);
+        if parsed.is_none() {
+            self.broken.push(path.to_string());
+        }
+        parsed
     }
 
     fn duration(&mut self, path: &str, s: &str) -> Option<Duration> {
@@ -566,6 +615,15 @@ impl Validator {
             None => BotConfig::default(),
         };
         let chat: ChatConfig = match root.remove("chat") {
+            Some(toml::Value::Table(mut table)) => {
+                // Each platform's table on its own, so that a mistake in one does not hide the others'.
+                let slack = table.remove("slack");
+                let discord = table.remove("discord");
+                let mut chat: ChatConfig = self.section("chat", toml::Value::Table(table)).unwrap_or_default();
+                chat.slack = self.optional_section("chat.slack", slack);
+                chat.discord = self.optional_section("chat.discord", discord);
+                chat
+            }
             Some(v) => self.section("chat", v).unwrap_or_default(),
             None => ChatConfig::default(),
         };
@@ -602,9 +660,7 @@ impl Validator {
     }
 
     fn bot(&mut self, bot: &BotConfig) -> Option<chrono_tz::Tz> {
-        if let Err(e) = crate::store::check_url(&bot.database_url) {
-            self.problem("bot.database_url", e);
-        }
+        self.database_url("bot.database_url", &bot.database_url);
         if bot.listen.parse::<std::net::SocketAddr>().is_err() {
             self.problem("bot.listen", format!("\"{}\" is not a socket address like 127.0.0.1:3000", bot.listen));
         }
@@ -617,6 +673,33 @@ impl Validator {
                 self.problem("bot.timezone", format!("unknown timezone \"{}\" (IANA names like America/New_York)", bot.timezone));
                 None
             }
+        }
+    }
+
+    /// A store URL, possibly with `${ENV}` parts (expanded when the store opens); a password must
+    /// be one of them.
+    fn database_url(&mut self, path: &str, url: &str) {
+        for var in crate::secrets::referenced_vars(url) {
+            if SecretRef::parse(&format!("${{{var}}}")).is_err() {
+                self.problem(path, format!("\"${{{var}}}\" is not an environment variable reference (NAME in capitals)"));
+                return;
+            }
+        }
+        let whole_url_from_env = url.starts_with("${") && url.find('}') == Some(url.len() - 1);
+        if !whole_url_from_env {
+            if let Err(e) = crate::store::check_url(url) {
+                self.problem(path, e);
+                return;
+            }
+        }
+        let authority = url.split_once("://").map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+        let password = authority.rsplit_once('@').and_then(|(userinfo, _)| userinfo.split_once(':')).map(|(_, p)| p);
+        if password.is_some_and(|p| !p.is_empty() && !p.contains("${")) {
+            self.problem(
+                path,
+                "the password is written inline, and secrets are never inline: write it as a reference, \
+                 e.g. postgres://deploybot:${DEPLOYBOT_DB_PASSWORD}@db.internal/deploybot",
+            );
         }
     }
 
@@ -950,6 +1033,62 @@ impl Validator {
 
 fn valid_chat_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'))
+}
+
+/// One step of a key path: a table key or an array index.
+enum KeyStep {
+    Key(String),
+    Index(usize),
+}
+
+/// The steps of a deserialization error's path; `None` when it goes through something else.
+fn key_steps(path: &serde_path_to_error::Path) -> Option<Vec<KeyStep>> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .map(|segment| match segment {
+            Segment::Map { key } => Some(KeyStep::Key(key.clone())),
+            Segment::Seq { index } => Some(KeyStep::Index(*index)),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// `a.b[0].c`, as `serde_path_to_error` writes paths.
+fn render_steps(steps: &[KeyStep]) -> String {
+    let mut out = String::new();
+    for step in steps {
+        match step {
+            KeyStep::Index(i) => out.push_str(&format!("[{i}]")),
+            KeyStep::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+        }
+    }
+    out
+}
+
+/// The key of serde's "unknown field `x`, expected ..." message.
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split_once('`').map(|(key, _)| key)
+}
+
+/// Removes the key `steps` lead to (the whole array for one of its elements, so that later
+/// errors keep their indices); the path of what was removed.
+fn remove_at(value: &mut toml::Value, steps: &[KeyStep]) -> Option<String> {
+    let last_key = steps.iter().rposition(|s| matches!(s, KeyStep::Key(_)))?;
+    let mut node = value;
+    for step in &steps[..last_key] {
+        node = match step {
+            KeyStep::Key(key) => node.as_table_mut()?.get_mut(key)?,
+            KeyStep::Index(index) => node.as_array_mut()?.get_mut(*index)?,
+        };
+    }
+    let KeyStep::Key(key) = &steps[last_key] else { return None };
+    node.as_table_mut()?.remove(key)?;
+    Some(render_steps(&steps[..=last_key]))
 }
 
 fn line_of_offset(text: &str, offset: usize) -> usize {

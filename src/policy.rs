@@ -1316,6 +1316,36 @@ mod tests {
     }
 
     #[test]
+    fn the_calendar_facts_the_tables_rely_on_hold() {
+        let weekday = |d: &str| {
+            NaiveDate::from_str(d)
+                .unwrap_or_else(|e| panic!("{d}: {e}"))
+                .weekday()
+        };
+        for (day, expected) in [
+            ("2026-12-01", Weekday::Tue),
+            ("2026-09-29", Weekday::Tue),
+            ("2026-09-30", Weekday::Wed),
+            ("2026-03-31", Weekday::Tue),
+            ("2026-06-30", Weekday::Tue),
+            ("2028-02-29", Weekday::Tue),
+            ("2028-07-04", Weekday::Tue),
+            ("2026-12-20", Weekday::Sun),
+            ("2027-01-04", Weekday::Mon),
+            ("2026-11-01", Weekday::Sun),
+            ("2027-03-14", Weekday::Sun),
+        ] {
+            assert_eq!(weekday(day), expected, "{day}");
+        }
+        let ny = chrono_tz::America::New_York;
+        let offset = |t: &str| utc(t).with_timezone(&ny).format("%Z").to_string();
+        assert_eq!(offset("2026-11-01T05:59:59Z"), "EDT");
+        assert_eq!(offset("2026-11-01T06:00:00Z"), "EST");
+        assert_eq!(offset("2027-03-14T06:59:59Z"), "EST");
+        assert_eq!(offset("2027-03-14T07:00:00Z"), "EDT");
+    }
+
+    #[test]
     #[rustfmt::skip]
     fn the_production_rule_follows_the_runbook_calendar() {
         check_table(

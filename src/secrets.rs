@@ -68,11 +68,11 @@ pub struct Secret(String);
 impl Secret {
     fn register(value: String) -> Secret {
         if value.len() >= 4 {
-            if let Ok(mut known) = KNOWN.write() {
-                if !known.contains(&value) {
-                    known.push(value.clone());
-                    known.sort_by_key(|v| std::cmp::Reverse(v.len()));
-                }
+            // A panic elsewhere must not switch redaction off: a poisoned list is still the list.
+            let mut known = KNOWN.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !known.contains(&value) {
+                known.push(value.clone());
+                known.sort_by_key(|v| std::cmp::Reverse(v.len()));
             }
         }
         Secret(value)
@@ -139,10 +139,7 @@ pub fn referenced_vars(s: &str) -> Vec<String> {
 
 /// Replaces every known secret value in `text` with a mask.
 pub fn redact(text: &str) -> String {
-    let known = match KNOWN.read() {
-        Ok(k) => k,
-        Err(_) => return text.to_string(),
-    };
+    let known = KNOWN.read().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut out = text.to_string();
     for value in known.iter() {
         if out.contains(value.as_str()) {

@@ -330,7 +330,7 @@ impl Engine {
                 missing[0]
             )));
         }
-        if self.targets.get(&env.name).is_none() {
+        if !self.targets.contains_key(&env.name) {
             return Ok(Some(format!("⚠️ {}'s {} target is not available in this build; nothing can be deployed there.", env.name, env.target.kind())));
         }
         Ok(None)

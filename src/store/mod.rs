@@ -92,8 +92,15 @@ impl Store {
             }
             Dialect::Postgres => (expanded.clone(), 10),
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
+        // An in-memory SQLite database belongs to its connection: a second connection would see an
+        // empty database without the migrations, and a recycled one would lose the data.
+        let in_memory = dialect == Dialect::Sqlite && (expanded.contains(":memory:") || expanded.contains("mode=memory"));
+        let options = if in_memory {
+            AnyPoolOptions::new().max_connections(1).idle_timeout(None).max_lifetime(None)
+        } else {
+            AnyPoolOptions::new().max_connections(max)
+        };
+        let pool = options
             .acquire_timeout(std::time::Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -187,6 +194,10 @@ impl Store {
         actor: &str,
         now: Millis,
     ) -> Result<bool> {
+        if from.is_empty() {
+            // `state IN ()` is an error in PostgreSQL; no state to move from moves nothing.
+            return Ok(false);
+        }
         let mut sql = String::from("UPDATE deployments SET state = $1, updated_at = $2, rev = rev + 1");
         let mut n = 2;
         let mut next = |col: &str, sql: &mut String| {

@@ -221,7 +221,10 @@ mod tests {
         let server = std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().unwrap();
             let mut request = [0u8; 256];
-            let n = conn.read(&mut request).unwrap();
+            let mut n = 0;
+            while !request[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < request.len() {
+                n += conn.read(&mut request[n..]).unwrap();
+            }
             conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n").unwrap();
             String::from_utf8_lossy(&request[..n]).into_owned()
         });

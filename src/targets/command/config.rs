@@ -34,6 +34,9 @@ fn default_timeout() -> String {
     "10m".into()
 }
 
+/// A template field: its name, its argv (when set), and the placeholders it may use.
+type Template<'a> = (&'a str, Option<&'a Vec<String>>, &'a [&'a str]);
+
 impl CommandConfig {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -41,7 +44,7 @@ impl CommandConfig {
         if crate::config::parse_duration(&self.timeout).is_ok_and(|d| d.is_zero()) {
             out.push(("timeout".into(), "must be longer than zero".into()));
         }
-        let templates: [(&str, Option<&Vec<String>>, &[&str]); 3] = [
+        let templates: [Template<'_>; 3] = [
             ("deploy", Some(&self.deploy), &PLACEHOLDERS),
             ("rollback", self.rollback.as_ref(), &PLACEHOLDERS),
             ("current", self.current.as_ref(), &CURRENT_PLACEHOLDERS),

@@ -172,7 +172,7 @@ async fn the_command_gets_deploybot_variables_and_the_configured_env() {
     assert_eq!(
         deployed.detail,
         format!("backend v1.1.0 v1.0.0 staging your-registry/invoice-me-backend #42\nregion=aws:••• in {}", workdir.display()),
-        "a value read from a ${VAR} reference is a secret, so it reaches the command but not the detail"
+        "a value read from a ${{VAR}} reference is a secret, so it reaches the command but not the detail"
     );
 }
 

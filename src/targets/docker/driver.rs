@@ -32,6 +32,9 @@ pub const PREVIOUS_SUFFIX: &str = "-deploybot-prev";
 const REQUEST_TIMEOUT_SECS: u64 = 120;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+const RESTART_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How long to look for a restarting container's exit code before reporting the restarts alone.
+const RESTART_GRACE: Duration = Duration::from_secs(5);
 
 pub struct DockerTarget {
     config: DockerConfig,
@@ -265,7 +268,7 @@ impl DockerTarget {
         let name = watch.name;
         let service = watch.service;
         let mut running_since: Option<Instant> = None;
-        let mut first_restart_count: Option<i64> = None;
+        let mut restart_seen: Option<Instant> = None;
         loop {
             let Some(c) = self.inspect(docker, name).await? else {
                 return Err(TargetError::failed(format!("container {name} disappeared during the rollout of {service}")));
@@ -279,8 +282,8 @@ impl DockerTarget {
             }
             let state = c.state.clone().unwrap_or_default();
             let exit_code = state.exit_code.unwrap_or_default();
+            // Starting a container resets its count, and we started this one: any restart is a crash.
             let restarts = c.restart_count.unwrap_or_default();
-            let first = *first_restart_count.get_or_insert(restarts);
             let oom = if state.oom_killed == Some(true) { " (killed: out of memory)" } else { "" };
             match state.status {
                 Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => {
@@ -289,8 +292,12 @@ impl DockerTarget {
                 Some(ContainerStateStatusEnum::RESTARTING) => {
                     return Err(fail(format!("{service} container {name} keeps restarting (last exit status {exit_code}){oom}")).await);
                 }
-                _ if restarts > first => {
-                    return Err(fail(format!("{service} container {name} restarted during the rollout (last exit status {exit_code}){oom}")).await);
+                // Running again after a crash, and the exit code gone with it: look again while the
+                // restart policy's back-off doubles, to catch it between runs.
+                Some(ContainerStateStatusEnum::RUNNING) if restarts > 0 => {
+                    if restart_seen.get_or_insert_with(Instant::now).elapsed() >= RESTART_GRACE {
+                        return Err(fail(format!("{service} container {name} restarted {restarts} times during the rollout")).await);
+                    }
                 }
                 Some(ContainerStateStatusEnum::RUNNING) => {
                     let since = *running_since.get_or_insert_with(Instant::now);
@@ -314,7 +321,8 @@ impl DockerTarget {
                     diagnostics: Some(self.describe(docker, name, &c).await),
                 });
             }
-            tokio::time::sleep(POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10)))).await;
+            let interval = if restart_seen.is_some() { RESTART_POLL_INTERVAL } else { POLL_INTERVAL };
+            tokio::time::sleep(interval.min(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10)))).await;
         }
     }
 

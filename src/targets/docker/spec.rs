@@ -54,7 +54,8 @@ fn own_config(config: ContainerConfig, image: &ImageConfig, short_id: &str) -> C
         attach_stdin: config.attach_stdin,
         attach_stdout: config.attach_stdout,
         attach_stderr: config.attach_stderr,
-        exposed_ports: without_keys(config.exposed_ports, image.exposed_ports.as_ref()),
+        // Kept whole: before API 1.44 a published port must be exposed, whoever exposed it.
+        exposed_ports: config.exposed_ports,
         tty: config.tty,
         open_stdin: config.open_stdin,
         stdin_once: config.stdin_once,

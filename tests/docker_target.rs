@@ -1,0 +1,214 @@
+//! The docker target against the real Docker Engine of this machine: images of the static stand-in
+//! built in memory, a container made as `docker compose up` would, then deploys and rollbacks.
+//! `DEPLOYBOT_SKIP_DOCKER=1` skips them where no engine runs.
+
+#[path = "support/docker.rs"]
+mod docker_support;
+
+use std::time::Instant;
+
+use bollard::models::{ContainerInspectResponse, RestartPolicyNameEnum};
+use bollard::query_parameters::InspectContainerOptions;
+use deploybot::targets::docker::{DockerConfig, DockerTarget, PREVIOUS_SUFFIX};
+use deploybot::targets::{DeployRequest, DeployTarget, Deployed, RollbackRequest, Running, TargetError};
+use deploybot_commands::ServiceName;
+use docker_support::{app_version, free_port, Scope, APP_PORT};
+
+fn backend() -> ServiceName {
+    ServiceName::new("backend").unwrap()
+}
+
+fn target(scope: &Scope) -> DockerTarget {
+    let config: DockerConfig = toml::from_str(&format!(
+        "project = \"{}\"\nrollout_timeout = \"30s\"\nstop_timeout = \"5s\"\nsettle = \"1500ms\"",
+        scope.name
+    ))
+    .unwrap();
+    DockerTarget::new(&config).unwrap()
+}
+
+fn deploy_request(scope: &Scope, version: &str, previous: Option<Running>) -> DeployRequest {
+    DeployRequest { deployment_id: 7, env: "staging".into(), service: backend(), image: scope.repository(), version: version.into(), previous }
+}
+
+fn rollback_request(scope: &Scope, from: &str, to: Running) -> RollbackRequest {
+    RollbackRequest { deployment_id: 8, env: "staging".into(), service: backend(), image: scope.repository(), from_version: from.into(), to }
+}
+
+async fn inspect(scope: &Scope, name: &str) -> Option<ContainerInspectResponse> {
+    scope.docker.inspect_container(name, None::<InspectContainerOptions>).await.ok()
+}
+
+/// A scope with images v1.0.0 and `next`, and the backend container running v1.0.0: (scope, container, port).
+async fn running_v1(case: &str, next: &[(&str, bool)], healthcheck: bool) -> Option<(Scope, String, u16)> {
+    let scope = Scope::new(case).await?;
+    let started = Instant::now();
+    let v1 = scope.build_image("v1.0.0", "v1.0.0", healthcheck).await;
+    for (version, health) in next {
+        scope.build_image(version, version, *health).await;
+    }
+    let network = scope.network().await;
+    let port = free_port();
+    let name = scope.compose_up("backend", &format!("{}:v1.0.0", scope.repository()), &network, port).await;
+    assert_eq!(app_version(port).await.unwrap(), "v1.0.0");
+    assert!(inspect(&scope, &name).await.unwrap().image.as_deref() == Some(v1.as_str()));
+    eprintln!("{case}: images and container ready in {:.1?}", started.elapsed());
+    Some((scope, name, port))
+}
+
+#[tokio::test]
+async fn deploying_a_new_version_replaces_the_container_keeping_its_config() {
+    let Some((scope, name, port)) = running_v1("deploy", &[("v1.1.0", false)], false).await else { return };
+    let target = target(&scope);
+    let before = inspect(&scope, &name).await.unwrap();
+    let previous = target.current(&backend(), &scope.repository()).await.unwrap();
+
+    let deployed = target.deploy(&deploy_request(&scope, "v1.1.0", previous)).await.unwrap();
+    assert!(inspect(&scope, &format!("{name}{PREVIOUS_SUFFIX}")).await.is_some(), "the old container is kept until the rollout is confirmed");
+    target.wait_rollout(&backend(), &deployed).await.unwrap();
+
+    assert_eq!(app_version(port).await.unwrap(), "v1.1.0", "the new version answers on the same host port");
+    assert!(inspect(&scope, &format!("{name}{PREVIOUS_SUFFIX}")).await.is_none(), "the old container is removed after the rollout");
+    let after = inspect(&scope, &name).await.unwrap();
+    assert_ne!(after.id, before.id);
+    assert_eq!(after.name.as_deref(), Some(format!("/{name}").as_str()));
+    assert_eq!(deployed.running, Running { version: "v1.1.0".into(), reference: after.image.clone() });
+    let config = after.config.unwrap();
+    let env = config.env.unwrap();
+    for kept in ["DB_URL=postgres://db:5432/invoiceme", "STANDIN_PASSWORD=compose-pass", "APP_VERSION=v1.1.0"] {
+        assert!(env.contains(&kept.to_string()), "{kept} missing from {env:?}");
+    }
+    assert!(!env.contains(&"APP_VERSION=v1.0.0".to_string()), "the old image's ENV must not override the new one: {env:?}");
+    let labels = config.labels.unwrap();
+    for (key, value) in [
+        ("team", "billing"),
+        ("com.docker.compose.project", scope.name.as_str()),
+        ("com.docker.compose.service", "backend"),
+        ("deploybot.version", "v1.1.0"),
+        ("deploybot.deployment", "7"),
+    ] {
+        assert_eq!(labels.get(key).map(String::as_str), Some(value), "label {key}");
+    }
+    let host = after.host_config.unwrap();
+    assert_eq!(host.restart_policy.and_then(|p| p.name), Some(RestartPolicyNameEnum::UNLESS_STOPPED));
+    let binding = &host.port_bindings.unwrap()[APP_PORT].clone().unwrap()[0];
+    assert_eq!((binding.host_ip.as_deref(), binding.host_port.clone()), (Some("127.0.0.1"), Some(port.to_string())));
+    let networks = after.network_settings.unwrap().networks.unwrap();
+    let network = &networks[&format!("{}_default", scope.name)];
+    assert!(network.aliases.as_ref().unwrap().contains(&"backend".to_string()), "{:?}", network.aliases);
+    assert_eq!(target.current(&backend(), &scope.repository()).await.unwrap(), Some(deployed.running));
+}
+
+#[tokio::test]
+async fn a_version_that_crashes_at_start_fails_the_rollout_and_rollback_restores_the_previous_container() {
+    let Some((scope, name, port)) = running_v1("crash", &[("v1.1.0-crash", false)], false).await else { return };
+    let target = target(&scope);
+    let original = inspect(&scope, &name).await.unwrap();
+    let previous = target.current(&backend(), &scope.repository()).await.unwrap().unwrap();
+
+    let deployed = target.deploy(&deploy_request(&scope, "v1.1.0-crash", Some(previous.clone()))).await.unwrap();
+    let err = target.wait_rollout(&backend(), &deployed).await.unwrap_err();
+
+    assert!(matches!(err, TargetError::Failed { .. }), "{err:?}");
+    assert!(err.to_string().contains("status 3"), "{err}");
+    let diagnostics = err.diagnostics().unwrap();
+    assert!(diagnostics.contains("exit code 3"), "{diagnostics}");
+    assert!(diagnostics.contains("Application run failed"), "the crash's log line: {diagnostics}");
+    assert!(target.diagnostics(&backend()).await.unwrap().contains("Application run failed"));
+
+    let rolled_back = target.rollback(&rollback_request(&scope, "v1.1.0-crash", previous.clone())).await.unwrap();
+
+    assert_eq!(rolled_back.running, previous);
+    assert_eq!(app_version(port).await.unwrap(), "v1.0.0");
+    let restored = inspect(&scope, &name).await.unwrap();
+    assert_eq!(restored.id, original.id, "the very container that ran before is back");
+    assert!(inspect(&scope, &format!("{name}{PREVIOUS_SUFFIX}")).await.is_none());
+}
+
+#[tokio::test]
+async fn an_image_that_does_not_exist_fails_without_touching_the_running_container() {
+    let Some((scope, name, port)) = running_v1("missing", &[], false).await else { return };
+    let target = target(&scope);
+    let before = inspect(&scope, &name).await.unwrap();
+    // A registry on a closed loopback port: the pull is refused at once, with no network involved.
+    let mut request = deploy_request(&scope, "v9.9.9", None);
+    request.image = format!("127.0.0.1:9/{}", scope.repository());
+
+    let err = target.deploy(&request).await.unwrap_err();
+
+    let expected = format!("image {}:v9.9.9 is not available: not found locally and the pull failed: ", request.image);
+    assert!(err.to_string().starts_with(&expected), "{err}");
+    let after = inspect(&scope, &name).await.unwrap();
+    assert_eq!(after.id, before.id);
+    assert_eq!(after.state.and_then(|s| s.running), Some(true));
+    assert_eq!(app_version(port).await.unwrap(), "v1.0.0");
+}
+
+#[tokio::test]
+async fn current_reports_the_version_and_the_image_id() {
+    let Some((scope, name, _port)) = running_v1("current", &[], false).await else { return };
+    let target = target(&scope);
+    let image_id = inspect(&scope, &name).await.unwrap().image.unwrap();
+
+    let running = target.current(&backend(), &scope.repository()).await.unwrap();
+
+    assert_eq!(running, Some(Running { version: "v1.0.0".into(), reference: Some(image_id) }));
+    assert!(target.current(&ServiceName::new("frontend").unwrap(), "x").await.unwrap().is_none(), "no container, no version");
+    let err = target.deploy(&DeployRequest { service: ServiceName::new("frontend").unwrap(), ..deploy_request(&scope, "v1.0.0", None) }).await.unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn a_manual_rollback_after_a_successful_deploy_recreates_the_previous_image() {
+    let Some((scope, name, port)) = running_v1("manual", &[("v1.1.0", false)], false).await else { return };
+    let target = target(&scope);
+    let previous = target.current(&backend(), &scope.repository()).await.unwrap().unwrap();
+    let deployed = target.deploy(&deploy_request(&scope, "v1.1.0", Some(previous.clone()))).await.unwrap();
+    target.wait_rollout(&backend(), &deployed).await.unwrap();
+    // The tag moves on meanwhile: the rollback must restore the image that ran, not what v1.0.0 means now.
+    scope.build_image("v1.0.0", "v1.0.0-retagged", false).await;
+
+    let rolled_back = target.rollback(&rollback_request(&scope, "v1.1.0", previous.clone())).await.unwrap();
+
+    assert_eq!(rolled_back.running, previous);
+    assert_eq!(app_version(port).await.unwrap(), "v1.0.0");
+    let after = inspect(&scope, &name).await.unwrap();
+    assert_eq!(after.image, previous.reference);
+    assert_eq!(after.config.unwrap().labels.unwrap()["deploybot.deployment"], "8");
+    assert!(inspect(&scope, &format!("{name}{PREVIOUS_SUFFIX}")).await.is_none());
+    assert_eq!(target.current(&backend(), &scope.repository()).await.unwrap(), Some(previous));
+}
+
+#[tokio::test]
+async fn a_health_check_must_pass_before_a_rollout_counts() {
+    let Some((scope, name, port)) = running_v1("health", &[("v1.1.0-broken", true), ("v1.2.0", true)], true).await else { return };
+    let target = target(&scope);
+    let previous = target.current(&backend(), &scope.repository()).await.unwrap().unwrap();
+
+    let broken = target.deploy(&deploy_request(&scope, "v1.1.0-broken", Some(previous.clone()))).await.unwrap();
+    let err = target.wait_rollout(&backend(), &broken).await.unwrap_err();
+    assert!(err.to_string().contains("is unhealthy"), "{err}");
+    assert!(err.diagnostics().unwrap().contains("health unhealthy"), "{:?}", err.diagnostics());
+    target.rollback(&rollback_request(&scope, "v1.1.0-broken", previous.clone())).await.unwrap();
+    assert_eq!(app_version(port).await.unwrap(), "v1.0.0");
+
+    let healthy = target.deploy(&deploy_request(&scope, "v1.2.0", Some(previous))).await.unwrap();
+    target.wait_rollout(&backend(), &healthy).await.unwrap();
+
+    let state = inspect(&scope, &name).await.unwrap().state.unwrap();
+    assert_eq!(state.health.and_then(|h| h.status).map(|s| s.to_string()), Some("healthy".to_string()));
+    assert_eq!(app_version(port).await.unwrap(), "v1.2.0");
+}
+
+#[tokio::test]
+async fn an_engine_that_does_not_answer_is_reported_unreachable() {
+    let config: DockerConfig = toml::from_str("host = \"unix:///nonexistent/docker.sock\"").unwrap();
+    let target = DockerTarget::new(&config).unwrap();
+
+    let err = target.current(&backend(), "x").await.unwrap_err();
+
+    assert!(matches!(err, TargetError::Unreachable { .. }), "{err:?}");
+    assert!(err.to_string().contains("cannot reach the Docker Engine at unix:///nonexistent/docker.sock"), "{err}");
+    let deployed = Deployed { running: Running { version: "v1".into(), reference: None }, detail: String::new() };
+    assert!(matches!(target.wait_rollout(&backend(), &deployed).await, Err(TargetError::Unreachable { .. })));
+}

@@ -1,0 +1,4 @@
+//! Helpers shared by the black-box tests. Each test binary uses only part of them.
+#![allow(dead_code)]
+
+pub mod db;
