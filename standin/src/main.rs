@@ -146,8 +146,12 @@ async fn main() -> ExitCode {
 
 /// One `GET` over plain HTTP/1.0; returns the status code. Blocking std I/O: this runs instead of the server.
 fn healthcheck(url: &str) -> Result<u16, String> {
-    let rest = url.strip_prefix("http://").ok_or("only http:// URLs are supported")?;
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs are supported")?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
     let addr = authority
         .to_socket_addrs()
         .map_err(|e| format!("bad address {authority:?}: {e}"))?
@@ -155,8 +159,11 @@ fn healthcheck(url: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("{authority:?} resolves to nothing"))?;
     let timeout = Duration::from_secs(5);
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n")
+        .map_err(|e| e.to_string())?;
     let mut head = Vec::new();
     let mut buf = [0u8; 64];
     while !head.contains(&b'\n') && head.len() < 256 {
@@ -217,7 +224,10 @@ mod tests {
     #[test]
     fn the_healthcheck_reports_the_status_code_of_its_url() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/api/actuator/health", listener.local_addr().unwrap());
+        let url = format!(
+            "http://{}/api/actuator/health",
+            listener.local_addr().unwrap()
+        );
         let server = std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().unwrap();
             let mut request = [0u8; 256];
@@ -225,13 +235,23 @@ mod tests {
             while !request[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < request.len() {
                 n += conn.read(&mut request[n..]).unwrap();
             }
-            conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n").unwrap();
+            conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+                .unwrap();
             String::from_utf8_lossy(&request[..n]).into_owned()
         });
         assert_eq!(healthcheck(&url), Ok(503));
-        assert!(server.join().unwrap().starts_with("GET /api/actuator/health HTTP/1.0\r\n"));
+        assert!(server
+            .join()
+            .unwrap()
+            .starts_with("GET /api/actuator/health HTTP/1.0\r\n"));
         assert!(healthcheck("https://example.com/").is_err());
-        assert_eq!(parse(&["--healthcheck", &url]).unwrap().healthcheck.as_deref(), Some(url.as_str()));
+        assert_eq!(
+            parse(&["--healthcheck", &url])
+                .unwrap()
+                .healthcheck
+                .as_deref(),
+            Some(url.as_str())
+        );
     }
 
     #[test]

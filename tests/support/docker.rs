@@ -246,10 +246,14 @@ async fn remove_leftovers(docker: &Docker) {
     }
     let _lock = ImageLock::acquire().await;
     untag(docker, |tag| tag.strip_prefix(NAME_PREFIX).and_then(|rest| rest.split('-').next()).is_some_and(dead)).await;
-    // Untagged ones cannot be told apart: remove those no container uses (the engine refuses the others).
+    // Untagged ones are the builder's cache, kept by `noprune` for the next build: remove it once
+    // it is an hour old, with the chain of parents nothing else uses.
     let images = docker.list_images(Some(ListImagesOptions { filters: test_label(), ..Default::default() })).await.unwrap_or_default();
-    let dangling: Vec<String> = images.iter().filter(|i| i.repo_tags.iter().all(|t| t == "<none>:<none>")).map(|i| i.id.clone()).collect();
-    remove_unused(docker, &dangling).await;
+    let hour_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64 - 3600);
+    let stale = images.iter().filter(|i| i.created < hour_ago && i.repo_tags.iter().all(|t| t == "<none>:<none>"));
+    for image in stale {
+        let _ = docker.remove_image(&image.id, Some(RemoveImageOptions { force: false, noprune: false }), None).await;
+    }
 }
 
 /// Removes every container, then network, carrying `label` (`key=value`).
@@ -269,9 +273,9 @@ async fn remove_labelled(docker: &Docker, label: &str) {
     }
 }
 
-/// Held while building or removing images, across test processes. The builder's cache shares
-/// intermediate images between tests, and removing a test's last image deletes the parents no other
-/// image has, which a build in another process may be about to reuse.
+/// Held while building or removing images, across test processes and checkouts: the builder's cache
+/// shares intermediate images between tests, and a removal that prunes them must not run while a
+/// build in another process is about to reuse them.
 struct ImageLock(std::fs::File);
 
 impl ImageLock {
@@ -290,19 +294,23 @@ impl ImageLock {
     }
 }
 
+/// What removing a test image does: never forced (an image a container uses stays), and its untagged
+/// parents are kept as the builder's cache for the next test (see `remove_leftovers`).
+const REMOVE_IMAGE: RemoveImageOptions = RemoveImageOptions { force: false, noprune: true };
+
 /// Removes the test images' tags that `matches` picks; the engine deletes an image with its last tag.
 async fn untag(docker: &Docker, matches: impl Fn(&str) -> bool) {
     let filters = Some(HashMap::from([("label".to_string(), vec![TEST_LABEL.to_string()])]));
     let images = docker.list_images(Some(ListImagesOptions { filters, ..Default::default() })).await.unwrap_or_default();
     for tag in images.iter().flat_map(|i| &i.repo_tags).filter(|t| matches(t)) {
-        let _ = docker.remove_image(tag, Some(RemoveImageOptions { force: false, noprune: false }), None).await;
+        let _ = docker.remove_image(tag, Some(REMOVE_IMAGE), None).await;
     }
 }
 
-/// Removes images by id (this scope's own, such as one whose tag moved on) unless a container uses them.
+/// Removes images by id (this scope's own, such as one whose tag moved on).
 async fn remove_unused(docker: &Docker, ids: &[String]) {
     for id in ids {
-        let _ = docker.remove_image(id, Some(RemoveImageOptions { force: false, noprune: false }), None).await;
+        let _ = docker.remove_image(id, Some(REMOVE_IMAGE), None).await;
     }
 }
 

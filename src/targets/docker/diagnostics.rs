@@ -60,5 +60,5 @@ pub(super) fn last_health_output(container: &ContainerInspectResponse) -> Option
 /// `sha256:0123456789ab`: enough to tell images apart in a message.
 pub(super) fn short_id(id: &str) -> String {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    format!("sha256:{}", &hex[..hex.len().min(12)])
+    format!("sha256:{}", hex.get(..12).unwrap_or(hex))
 }

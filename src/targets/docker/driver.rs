@@ -99,17 +99,10 @@ impl DockerTarget {
 
     /// A readable error for `doing` (e.g. "stopping container x"); connection problems are `Unreachable`.
     fn error(&self, doing: &str, e: EngineError) -> TargetError {
-        match e {
-            EngineError::DockerResponseServerError { status_code, message } => {
-                TargetError::failed(redact(&format!("{doing} failed: {} (Docker Engine status {status_code})", message.trim())))
-            }
-            EngineError::SocketNotFoundError(_)
-            | EngineError::HyperLegacyError { .. }
-            | EngineError::HyperResponseError { .. }
-            | EngineError::IOError { .. }
-            | EngineError::RequestTimeoutError => self.unreachable(&e),
-            other => TargetError::failed(redact(&format!("{doing} failed: {}", chain(&other)))),
+        if is_connection(&e) {
+            return self.unreachable(&e);
         }
+        TargetError::failed(redact(&format!("{doing} failed: {}", engine_message(&e))))
     }
 
     async fn inspect(&self, docker: &Docker, name: &str) -> Result<Option<ContainerInspectResponse>, TargetError> {
@@ -143,12 +136,8 @@ impl DockerTarget {
         let pull = docker.create_image(Some(options), None, None).try_collect::<Vec<_>>();
         match tokio::time::timeout(self.rollout_timeout, pull).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                return Err(match self.error("pulling", e) {
-                    TargetError::Failed { reason, .. } => unavailable(reason.trim_start_matches("pulling failed: ").to_string()),
-                    unreachable => unreachable,
-                })
-            }
+            Ok(Err(e)) if is_connection(&e) => return Err(self.unreachable(&e)),
+            Ok(Err(e)) => return Err(unavailable(engine_message(&e))),
             Err(_) => return Err(unavailable(format!("no answer within {}", self.config.rollout_timeout))),
         }
         self.inspect_image(docker, reference).await?.ok_or_else(|| unavailable("the engine reported success but has no such image".into()))
@@ -472,6 +461,27 @@ impl DeployTarget for DockerTarget {
         let name = self.config.container_name(service);
         let c = self.inspect(docker, &name).await.ok()??;
         Some(self.describe(docker, &name, &c).await)
+    }
+}
+
+/// The engine could not be talked to at all (as opposed to answering with an error).
+fn is_connection(e: &EngineError) -> bool {
+    matches!(
+        e,
+        EngineError::SocketNotFoundError(_)
+            | EngineError::HyperLegacyError { .. }
+            | EngineError::HyperResponseError { .. }
+            | EngineError::IOError { .. }
+            | EngineError::RequestTimeoutError
+    )
+}
+
+/// What the engine said, without bollard's wrapping.
+fn engine_message(e: &EngineError) -> String {
+    match e {
+        EngineError::DockerResponseServerError { status_code, message } => format!("{} (Docker Engine status {status_code})", message.trim()),
+        EngineError::DockerStreamError { error } => error.trim().to_string(),
+        other => chain(other),
     }
 }
 

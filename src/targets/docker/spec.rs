@@ -13,10 +13,13 @@ use bollard::models::{
     NetworkingConfig,
 };
 
+/// A network's name and the container's settings on it.
+pub(super) type Endpoint = (String, EndpointSettings);
+
 pub(super) struct Replacement {
     pub body: ContainerCreateBody,
     /// Networks joined after creation: before API 1.44 the engine takes one network at creation.
-    pub extra_networks: Vec<(String, EndpointSettings)>,
+    pub extra_networks: Vec<Endpoint>,
 }
 
 /// The container to create in place of `old`, running `image`, with `labels` set on top of the old ones.
@@ -24,7 +27,7 @@ pub(super) struct Replacement {
 pub(super) fn replacement(old: &ContainerInspectResponse, old_image: Option<&ImageConfig>, image: &str, labels: &[(&str, String)]) -> Replacement {
     let config = old.config.clone().unwrap_or_default();
     let defaults = old_image.cloned().unwrap_or_default();
-    let short_id = old.id.as_deref().map(|id| &id[..id.len().min(12)]).unwrap_or_default();
+    let short_id = old.id.as_deref().map(|id| id.get(..12).unwrap_or(id)).unwrap_or_default();
 
     let mut body = own_config(config, &defaults, short_id);
     body.image = Some(image.to_string());
@@ -127,8 +130,7 @@ fn keep_anonymous_volumes(host: &mut HostConfig, old: &ContainerInspectResponse)
 }
 
 /// The network to create the container on (its `NetworkMode`, when user-defined) and the others it joined.
-#[allow(clippy::type_complexity)]
-fn networks(old: &ContainerInspectResponse, mode: Option<&str>, short_id: &str) -> (Option<(String, EndpointSettings)>, Vec<(String, EndpointSettings)>) {
+fn networks(old: &ContainerInspectResponse, mode: Option<&str>, short_id: &str) -> (Option<Endpoint>, Vec<Endpoint>) {
     let builtin = |name: &str| matches!(name, "" | "default" | "bridge" | "host" | "none") || name.starts_with("container:");
     let Some(joined) = old.network_settings.as_ref().and_then(|n| n.networks.as_ref()) else { return (None, Vec::new()) };
     if mode.is_some_and(|m| m == "host" || m == "none" || m.starts_with("container:")) {
