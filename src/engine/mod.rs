@@ -21,8 +21,12 @@ use crate::model::*;
 use crate::store::{Patch, Stats, Store};
 use crate::targets::DeployTarget;
 
+mod alerts;
+mod backup;
 pub mod clock;
+mod images;
 mod pipeline;
+mod watch;
 pub mod render;
 
 pub use clock::Clock;
@@ -77,11 +81,11 @@ impl Engine {
         self.clock.now()
     }
 
-    fn now_ms(&self) -> Millis {
+    pub(crate) fn now_ms(&self) -> Millis {
         self.clock.now().timestamp_millis()
     }
 
-    fn tz(&self) -> chrono_tz::Tz {
+    pub(crate) fn tz(&self) -> chrono_tz::Tz {
         self.config.bot_timezone
     }
 
@@ -152,11 +156,11 @@ impl Engine {
         }
     }
 
-    fn env(&self, name: &EnvName) -> Result<&Environment> {
+    pub(crate) fn env(&self, name: &EnvName) -> Result<&Environment> {
         self.config.env(name).with_context(|| format!("environment {name} is not configured"))
     }
 
-    async fn allowed(&self, user: &str, list: &[String]) -> Result<bool> {
+    pub(crate) async fn allowed(&self, user: &str, list: &[String]) -> Result<bool> {
         if list.iter().any(|a| a == "*" || a == user) {
             return Ok(true);
         }
@@ -294,7 +298,7 @@ impl Engine {
         }
     }
 
-    fn lock_refusal(&self, env: &Environment, held: &Lock) -> String {
+    pub(crate) fn lock_refusal(&self, env: &Environment, held: &Lock) -> String {
         let by = match held.kind {
             LockKind::Manual => format!("locked by {} since {}: \"{}\"", render::mention(&held.holder), render::local_time(held.created_at, self.tz()), held.reason),
             LockKind::Deployment => format!("held by deployment {} (requested by {}) since {}", held.reason, render::mention(&held.holder), render::local_time(held.created_at, self.tz())),
@@ -329,6 +333,9 @@ impl Engine {
                 env.name,
                 missing[0]
             )));
+        }
+        if let Some(refusal) = self.image_refusal(env, version).await? {
+            return Ok(Some(refusal));
         }
         if !self.targets.contains_key(&env.name) {
             return Ok(Some(format!("⚠️ {}'s {} target is not available in this build; nothing can be deployed there.", env.name, env.target.kind())));
@@ -422,11 +429,11 @@ impl Engine {
             .await
     }
 
-    fn channel_of(&self, d: &Deployment) -> String {
+    pub(crate) fn channel_of(&self, d: &Deployment) -> String {
         EnvName::new(&d.env).ok().and_then(|e| self.config.env(&e)).map(|e| e.base.channel.clone()).unwrap_or_else(|| d.channel.clone())
     }
 
-    async fn post_approval(&self, id: i64) -> Result<()> {
+    pub(crate) async fn post_approval(&self, id: i64) -> Result<()> {
         let d = self.store.deployment(id).await?.context("deployment vanished")?;
         let tally = self.tally(&d).await?;
         let text = render::approval(
@@ -495,6 +502,9 @@ impl Engine {
             ReactionTarget::Deployment(id) => Some(*id),
             ReactionTarget::Message { channel, id } => {
                 let found = if channel.is_empty() { self.store.message_by_platform_id_any(id).await? } else { self.store.message_by_platform_id(channel, id).await? };
+                if let Some(alert) = found.as_ref().filter(|m| m.purpose == "alert") {
+                    return self.alert_reaction(user, alert, emoji, added).await;
+                }
                 found.filter(|m| m.purpose == "approval").and_then(|m| m.deployment_id)
             }
         };
@@ -578,13 +588,13 @@ impl Engine {
 
     // ------------------------------------------------------------------------------ /rollback
 
-    async fn rollback_request(self: &Arc<Self>, user: &UserRef, channel: &str, args: RollbackArgs) -> Result<Reply> {
+    pub(crate) async fn rollback_request(self: &Arc<Self>, user: &UserRef, channel: &str, args: RollbackArgs) -> Result<Reply> {
         let env = self.env(&args.env)?.clone();
         if !self.allowed(&user.id, &env.base.deployers).await? {
             return Ok(Reply(format!("🚫 You may not roll back {}.", env.name)));
         }
         if args.with_db {
-            return Ok(Reply("⚠️ `--with-db` restores the pre-deploy database backup, and this build has no backup step yet: nothing was changed. Roll back the services without it, or restore the backup by hand.".into()));
+            return self.rollback_with_db_request(user, channel, args, &env).await;
         }
         let now = self.now_ms();
         // What to go back to: --to, or the version before the last successful deployment.

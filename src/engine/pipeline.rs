@@ -27,7 +27,7 @@ const PHASES: [&str; 7] = ["preflight", "backup", "migrations", "deploy", "verif
 const UNSAFE_TO_REPEAT: [&str; 2] = ["migrations", "backup"];
 
 /// Why a pipeline stopped early.
-enum Stop {
+pub(crate) enum Stop {
     /// A step failed; `changed` says whether services may have changed.
     Failed { step: String, reason: String, diagnostics: Option<String> },
     Cancelled { by: String },
@@ -213,13 +213,11 @@ impl Engine {
             }
             let outcome = match *phase {
                 "preflight" => self.preflight(&d, env, seq).await,
-                "backup" => self.optional_step(&d, env, seq, "backup", env.backup.is_some(), |_| async {
-                    Err(Stop::Failed { step: "backup".into(), reason: "the backup step (pg_dump to S3) is configured but not available in this build; remove [backup] or add \"backup\" to skip_steps".into(), diagnostics: None })
-                }).await,
+                "backup" => self.backup_phase(&d, env, seq).await,
                 "migrations" => self.migrations(&d, env, seq).await,
                 "deploy" => self.deploy_services(&d, env, seq).await,
                 "verify" => self.verify_step(&d, env, seq, "verify").await,
-                "monitor" => self.monitor(&d, env, seq).await,
+                "monitor" => self.watch_phase(&d, env, seq).await,
                 _ => return self.record(d, env, seq).await,
             };
             if let Err(stop) = outcome {
@@ -229,18 +227,18 @@ impl Engine {
         Ok(())
     }
 
-    async fn begin_step(&self, d: &Deployment, seq: i64, name: &str) -> Result<Step> {
+    pub(crate) async fn begin_step(&self, d: &Deployment, seq: i64, name: &str) -> Result<Step> {
         let step = self.store.start_step(d.id, seq, name, self.now_ms()).await?;
         self.announce(d.id).await?;
         Ok(step)
     }
 
-    async fn end_step(&self, d: &Deployment, step: &Step, state: StepState, detail: &str) -> Result<()> {
+    pub(crate) async fn end_step(&self, d: &Deployment, step: &Step, state: StepState, detail: &str) -> Result<()> {
         self.store.finish_step(step.id, state, (!detail.is_empty()).then_some(detail), self.now_ms()).await?;
         self.announce(d.id).await
     }
 
-    async fn optional_step<F, Fut>(&self, d: &Deployment, env: &Environment, seq: i64, name: &str, configured: bool, body: F) -> Result<(), Stop>
+    pub(crate) async fn optional_step<F, Fut>(&self, d: &Deployment, env: &Environment, seq: i64, name: &str, configured: bool, body: F) -> Result<(), Stop>
     where
         F: FnOnce(Step) -> Fut,
         Fut: std::future::Future<Output = Result<String, Stop>>,
@@ -327,7 +325,7 @@ impl Engine {
         Ok(lines.join("\n"))
     }
 
-    fn image_of(&self, service: &str) -> String {
+    pub(crate) fn image_of(&self, service: &str) -> String {
         self.config.services.iter().find(|(k, _)| k.as_str() == service).map(|(_, c)| c.image.clone()).unwrap_or_default()
     }
 
@@ -442,20 +440,6 @@ impl Engine {
             self.end_step(d, &step, StepState::Failed, &format!("{}\n{}", report.summary(), report.details())).await.map_err(internal)?;
             Err(Stop::Failed { step: name.into(), reason: report.summary(), diagnostics: Some(report.details()) })
         }
-    }
-
-    async fn monitor(&self, d: &Deployment, env: &Environment, seq: i64) -> Result<(), Stop> {
-        let Some(m) = env.monitor.as_ref() else { return Ok(()) };
-        if m.rules.is_empty() {
-            return Ok(());
-        }
-        let why = if env.step_enabled("monitor") {
-            "the post-deploy metric watch is not available in this build; watch the dashboards by hand"
-        } else {
-            "disabled in this environment (skip_steps)"
-        };
-        self.store.skip_step(d.id, seq, "monitor", why, self.now_ms()).await.map_err(internal)?;
-        self.announce(d.id).await.map_err(internal)
     }
 
     async fn record(&self, d: Deployment, env: &Environment, seq: i64) -> Result<()> {
@@ -610,7 +594,7 @@ impl Engine {
     }
 }
 
-fn internal(e: anyhow::Error) -> Stop {
+pub(crate) fn internal(e: anyhow::Error) -> Stop {
     Stop::Failed { step: "internal".into(), reason: format!("{e:#}"), diagnostics: None }
 }
 
