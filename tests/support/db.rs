@@ -2,7 +2,7 @@
 //! its own on the cluster `DEPLOYBOT_TEST_PG_URL` points to, so tests run in parallel.
 //!
 //! Without `DEPLOYBOT_TEST_PG_URL` a PostgreSQL test fails and says how to start a cluster
-//! (`source scripts/pg.sh`), unless `DEPLOYBOT_SKIP_PG=1` asks to skip PostgreSQL explicitly.
+//! (`source scripts/services/postgres.sh && postgres_start`), unless `DEPLOYBOT_SKIP_PG=1` asks to skip PostgreSQL explicitly.
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -40,7 +40,7 @@ impl Deref for TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         // Best effort, so a long-lived server does not collect test databases; a throwaway
-        // cluster from scripts/pg.sh is deleted as a whole anyway.
+        // cluster from scripts/services/postgres.sh is deleted as a whole anyway.
         if let Cleanup::Postgres { admin_url, database } = &self.cleanup {
             let (admin_url, database) = (admin_url.clone(), database.clone());
             let _ = std::thread::spawn(move || {
@@ -89,7 +89,7 @@ pub fn pg_admin_url() -> Option<String> {
         }
         _ => panic!(
             "{PG_URL_VAR} is not set, so the PostgreSQL tests cannot run. Start a throwaway cluster with \
-             `source scripts/pg.sh` (it exports {PG_URL_VAR}; `pg_stop` stops it), or set {SKIP_PG_VAR}=1 \
+             `source scripts/services/postgres.sh && postgres_start` (it exports {PG_URL_VAR}; `postgres_stop` stops it), or set {SKIP_PG_VAR}=1 \
              to skip them explicitly"
         ),
     }
@@ -103,7 +103,7 @@ pub async fn postgres() -> Option<TestDb> {
     let database = format!("deploybot_test_{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst), nanos);
     let mut admin = sqlx::postgres::PgConnection::connect(&admin_url)
         .await
-        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {PG_URL_VAR}={admin_url} (is it running? `source scripts/pg.sh`): {e}"));
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {PG_URL_VAR}={admin_url} (is it running? `source scripts/services/postgres.sh && postgres_start`): {e}"));
     sqlx::query(&format!("CREATE DATABASE \"{database}\""))
         .execute(&mut admin)
         .await
