@@ -62,7 +62,10 @@ fn main() {
                 if d.state == DeploymentState::Succeeded {
                     break;
                 }
-                assert!(!d.state.is_terminal(), "deployment #{id} ended {}", d.state);
+                if d.state.is_terminal() {
+                    let steps = engine.store.steps(id).await.unwrap();
+                    panic!("deployment #{id} ended {}: {:?}; steps: {steps:#?}", d.state, d.error);
+                }
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             samples.push(start.elapsed());

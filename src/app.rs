@@ -16,8 +16,9 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 
 use crate::chat::console::{self, ConsoleChat};
+use crate::chat::slack::{SlackPlatform, SlackSecrets};
 use crate::chat::ChatPlatform;
-use crate::config::{Config, Platform};
+use crate::config::{Config, Platform, SlackMode};
 use crate::engine::clock::SystemClock;
 use crate::engine::{Clock, Engine};
 use crate::store::Store;
@@ -41,6 +42,7 @@ pub async fn build_targets(config: &Config) -> BTreeMap<deploybot_commands::EnvN
 /// The background work every replica does: jobs, approval expiry, outbox retries.
 pub fn spawn_loops(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
     let jobs = tokio::spawn(engine.clone().run_jobs(shutdown.clone()));
+    let schedules = tokio::spawn(crate::engine::schedule::Scheduler::new(engine.clone()).run(shutdown.clone()));
     let ticker = {
         let engine = engine.clone();
         let mut shutdown = shutdown;
@@ -50,26 +52,27 @@ pub fn spawn_loops(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec
                     tracing::warn!(error = format!("{e:#}"), "approval expiry check failed");
                 }
                 engine.outbox.flush().await;
+                // Fast enough that an edit held back by the outbox's per-channel pacing goes out
+                // soon after its turn comes.
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                     _ = shutdown.changed() => break,
                 }
             }
         })
     };
-    vec![jobs, ticker]
+    vec![jobs, ticker, schedules]
 }
 
 /// The HTTP routes of PRODUCT.md section 9 that exist in this build.
 pub fn router(engine: Arc<Engine>) -> Router {
-    Router::new().route("/healthz", get(healthz)).with_state(engine)
+    let slack = crate::chat::slack::http::routes(&engine);
+    let monitor = crate::monitor::http::routes(&engine);
+    Router::new().route("/healthz", get(healthz)).with_state(engine).merge(slack).merge(monitor)
 }
 
 async fn healthz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
-    match engine.store.ping().await {
-        Ok(()) => (StatusCode::OK, format!("ok: store reachable, chat {}\n", engine.chat.name())),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unreachable: {e}\n")),
-    }
+    crate::monitor::http::health(&engine).await
 }
 
 /// Serves the HTTP listener until `shutdown` turns true.
@@ -102,16 +105,78 @@ pub async fn build_console_app(config: Config, clock: Arc<dyn Clock>, out: Optio
     Ok(App { engine, console })
 }
 
+/// The bot on Slack: the engine with a [`SlackPlatform`], and what Socket Mode needs.
+pub struct SlackApp {
+    pub engine: Arc<Engine>,
+    pub slack: Arc<SlackPlatform>,
+    pub secrets: SlackSecrets,
+}
+
+/// Resolves the Slack secrets (the error names the missing variable) and builds the engine on Slack.
+pub async fn build_slack_app(config: Config, clock: Arc<dyn Clock>) -> Result<SlackApp> {
+    let slack_config = config.chat.slack.clone().context("platform is slack but there is no [chat.slack] table")?;
+    let secrets = SlackSecrets::resolve(&slack_config)?;
+    let slack = Arc::new(SlackPlatform::new(&slack_config.api_url, &secrets.bot_token)?);
+    let store = Store::connect(&config.bot.database_url).await?;
+    let targets = build_targets(&config).await;
+    let chat: Arc<dyn ChatPlatform> = slack.clone();
+    let engine = Engine::new(Arc::new(config), store, chat, targets, clock);
+    Ok(SlackApp { engine, slack, secrets })
+}
+
+/// Starts Socket Mode when it is the configured mode (Events API requests arrive on the
+/// listener's `/slack/*` routes instead).
+pub fn start_slack(app: &SlackApp, shutdown: watch::Receiver<bool>) -> Option<tokio::task::JoinHandle<()>> {
+    let mode = app.engine.config.chat.slack.as_ref().map(|s| s.mode).unwrap_or_default();
+    match (mode, &app.secrets.app_token) {
+        (SlackMode::Socket, Some(token)) => Some(crate::chat::slack::socket::spawn(app.engine.clone(), app.slack.clone(), token.clone(), shutdown)),
+        _ => None,
+    }
+}
+
+/// `deploybot run` on Slack: the loops, the listener, and Socket Mode or the Events API routes.
+async fn run_slack(config: Config) -> Result<()> {
+    init_tracing(&config.bot.log_format);
+    let listen = config.bot.listen.clone();
+    let app = build_slack_app(config, Arc::new(SystemClock)).await?;
+    let (stop, shutdown) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen} ([bot] listen)"))?;
+    let mut tasks = spawn_loops(&app.engine, shutdown.clone());
+    tasks.push(tokio::spawn({
+        let engine = app.engine.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            if let Err(e) = serve(engine, listener, shutdown).await {
+                tracing::error!(error = format!("{e:#}"), "HTTP listener stopped");
+            }
+        }
+    }));
+    let socket = start_slack(&app, shutdown.clone());
+    let how = if socket.is_some() { "Socket Mode".to_string() } else { format!("Events API on http://{listen}/slack/{{commands,events,interactions}}") };
+    eprintln!("deploybot is running on Slack ({how}), HTTP on {listen}. Ctrl-C stops.");
+    tasks.extend(socket);
+    tokio::signal::ctrl_c().await.ok();
+    let _ = stop.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    app.engine.store.close().await;
+    Ok(())
+}
+
 /// `deploybot run`.
 pub async fn run_from_cli(path: &Path, chat: Option<&str>) -> Result<()> {
     let mut config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     match chat {
         None => {}
         Some("console") => config.chat.platform = Platform::Console,
-        Some(other) => anyhow::bail!("--chat {other}: this build runs the console platform only (console)"),
+        Some("slack") => config.chat.platform = Platform::Slack,
+        Some(other) => anyhow::bail!("--chat {other}: this build runs the console and slack platforms (console, slack)"),
     }
-    if config.chat.platform != Platform::Console {
-        anyhow::bail!("[chat] platform = {:?} is not available in this build yet; use --chat console", config.chat.platform);
+    match config.chat.platform {
+        Platform::Console => {}
+        Platform::Slack => return Box::pin(run_slack(config)).await,
+        other => anyhow::bail!("[chat] platform = {other:?} is not available in this build yet; use --chat console or slack"),
     }
     init_tracing(&config.bot.log_format);
     let listen = config.bot.listen.clone();
@@ -138,7 +203,7 @@ pub async fn run_from_cli(path: &Path, chat: Option<&str>) -> Result<()> {
             seq += 1;
             match console::parse_line(&line, &user, "console", seq + chrono::Utc::now().timestamp_millis() as u64 * 1000) {
                 Ok(Some(event)) => {
-                    if let Err(e) = engine.handle(event).await {
+                    if let Err(e) = Box::pin(engine.handle(event)).await {
                         eprintln!("error: {e:#}");
                     }
                 }

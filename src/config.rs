@@ -17,7 +17,7 @@ use deploybot_commands::{Catalog, EnvName, ServiceName};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::monitor::rules::MonitorConfig;
+use crate::monitor::rules::{AlertsConfig, MonitorConfig};
 use crate::policy::{Policy, Window, WindowConfig};
 use crate::secrets::SecretRef;
 use crate::targets::TargetConfig;
@@ -276,6 +276,21 @@ pub struct BackupConfig {
     pub timeout: String,
     #[serde(default = "default_pg_dump")]
     pub pg_dump: String,
+    /// `psql`, for `/rollback --with-db`; by default the one beside `pg_dump` when that is a path.
+    #[serde(default)]
+    pub psql: Option<String>,
+}
+
+impl BackupConfig {
+    pub fn psql_program(&self) -> String {
+        if let Some(p) = &self.psql {
+            return p.clone();
+        }
+        match Path::new(&self.pg_dump).parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => dir.join("psql").display().to_string(),
+            None => "psql".into(),
+        }
+    }
 }
 
 fn default_region() -> String {
@@ -331,6 +346,10 @@ pub struct EnvBase {
     /// confirm by approving.
     #[serde(default)]
     pub checklist: Vec<String>,
+    /// Preflight: refuse a version whose image is not in the registry (Docker Registry HTTP API
+    /// v2). Off by default, so that environments without a registry need none.
+    #[serde(default)]
+    pub check_images: bool,
 }
 
 fn default_deployers() -> Vec<String> {
@@ -348,6 +367,8 @@ pub struct Config {
     pub bot_timezone: chrono_tz::Tz,
     pub chat: ChatConfig,
     pub reactions: Reactions,
+    /// `[alerts]`: Alertmanager's environment label and the weekly digest.
+    pub alerts: AlertsConfig,
     pub services: BTreeMap<ServiceName, ServiceConfig>,
     pub environments: BTreeMap<EnvName, Environment>,
 }
@@ -631,10 +652,17 @@ impl Validator {
             Some(v) => self.section("reactions", v).unwrap_or_default(),
             None => Reactions::default(),
         };
+        let alerts: AlertsConfig = match root.remove("alerts") {
+            Some(v) => self.section("alerts", v).unwrap_or_default(),
+            None => AlertsConfig::default(),
+        };
+        for (p, msg) in alerts.validate() {
+            self.problem(format!("alerts.{p}"), msg);
+        }
         let services_raw = root.remove("services");
         let envs_raw = root.remove("environments");
         for key in root.keys() {
-            self.problem(key.clone(), format!("unknown section `{key}`, expected one of `bot`, `chat`, `reactions`, `services`, `environments`"));
+            self.problem(key.clone(), format!("unknown section `{key}`, expected one of `bot`, `chat`, `reactions`, `alerts`, `services`, `environments`"));
         }
 
         let bot_timezone = self.bot(&bot);
@@ -656,7 +684,7 @@ impl Validator {
 
         let services = self.services(services_raw);
         let environments = self.environments(envs_raw, &services);
-        Some(Config { bot, bot_timezone: bot_timezone?, chat, reactions, services, environments: environments? })
+        Some(Config { bot, bot_timezone: bot_timezone?, chat, reactions, alerts, services, environments: environments? })
     }
 
     fn bot(&mut self, bot: &BotConfig) -> Option<chrono_tz::Tz> {

@@ -106,6 +106,37 @@ order = 2
     )
 }
 
+/// Staging's post-deploy watch in the demo: the runbook's error-rate rule, plus a sustained
+/// breach that rolls back, against the in-process Prometheus stand-in.
+fn demo_monitor(source_port: u16) -> String {
+    let query = crate::monitor::demo_source::error_ratio_query("staging", DEMO_RATE_WINDOW.as_secs());
+    format!(
+        r#"
+[environments.staging.monitor]
+prometheus_url = "http://127.0.0.1:{source_port}"
+watch = "5s"
+interval = "1s"
+
+[[environments.staging.monitor.rules]]
+name = "error rate"
+query = '{query}'
+above = 0.01
+unit = "percent"
+hint = "investigate immediately"
+
+[[environments.staging.monitor.rules]]
+name = "sustained error rate"
+query = '{query}'
+above = 0.05
+for = 2
+unit = "percent"
+action = "rollback"
+"#
+    )
+}
+
+const DEMO_RATE_WINDOW: Duration = Duration::from_secs(4);
+
 /// A Tuesday 10:05 in New York when the production window is open, and the Friday 17:00 before it.
 fn demo_instants(config: &Config) -> Result<(chrono::DateTime<Utc>, chrono::DateTime<Utc>)> {
     let tz = chrono_tz::America::New_York;
@@ -130,7 +161,13 @@ fn demo_instants(config: &Config) -> Result<(chrono::DateTime<Utc>, chrono::Date
 pub async fn run() -> Result<()> {
     let dir = tempfile_dir()?;
     let exe = std::env::current_exe().context("cannot find the deploybot executable")?;
-    let text = demo_config(&dir, &exe, (free_port()?, free_port()?), (free_port()?, free_port()?));
+    let staging_ports = (free_port()?, free_port()?);
+    let source = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let source_port = source.local_addr()?.port();
+    let text = demo_config(&dir, &exe, staging_ports, (free_port()?, free_port()?)) + &demo_monitor(source_port);
+    // Metrics for the watch without installing Prometheus (see monitor::demo_source), and users.
+    let metrics = crate::monitor::demo_source::serve(source, "staging", format!("http://127.0.0.1:{}/actuator/prometheus", staging_ports.0), DEMO_RATE_WINDOW).await;
+    let users = simulated_users(staging_ports.0);
     let config_path = dir.join("deploybot.toml");
     std::fs::write(&config_path, &text)?;
     let config = Config::parse(&text).map_err(|p| anyhow::anyhow!("demo config: {}", p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")))?;
@@ -181,6 +218,12 @@ pub async fn run() -> Result<()> {
     let broken = submit(&engine, say("/deploy v1.1.0-broken staging").map_err(anyhow::Error::msg)?).await?;
     wait_until(&engine, broken, |s| s.is_terminal()).await?;
 
+    println!("\n── A build that passes every check but fails one user request in five: the post-deploy watch sees the 5xx ratio in the metrics, alerts, and rolls back by itself.");
+    let erroring = submit(&engine, say("/deploy v1.2.0-errors staging").map_err(anyhow::Error::msg)?).await?;
+    wait_until(&engine, erroring, |s| s.is_terminal()).await?;
+    users.abort();
+    metrics.abort();
+
     for line in ["/status", "/history prod", "/history staging --limit 2", "/stats"] {
         if let Some(ev) = say(line).map_err(anyhow::Error::msg)? {
             engine.handle(ev).await?;
@@ -195,6 +238,18 @@ pub async fn run() -> Result<()> {
     stop_all(&dir);
     println!("\nDemo finished. The Markdown history is in {}/history.md", dir.display());
     Ok(())
+}
+
+/// Requests to the staging backend's `/` every 50 ms, as users would make; they give the error
+/// ratio something to measure.
+fn simulated_users(backend: u16) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        loop {
+            let _ = http.get(format!("http://127.0.0.1:{backend}/")).timeout(Duration::from_secs(2)).send().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
 }
 
 async fn submit(engine: &Arc<crate::engine::Engine>, event: Option<crate::chat::ChatEvent>) -> Result<i64> {

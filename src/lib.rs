@@ -8,6 +8,8 @@
 //! - [`secrets`]: `${ENV}` references and redaction;
 //! - [`targets`]: deploy drivers behind one trait;
 //! - [`verify`]: health checks and smoke tests;
+//! - [`backup`]: pg_dump to S3 and the restore of `/rollback --with-db`;
+//! - [`registry`]: does an image tag exist (Docker Registry HTTP API v2);
 //! - [`monitor`]: post-deploy rules and alerts;
 //! - [`cli`]: what `main.rs` dispatches to.
 //!
@@ -15,6 +17,7 @@
 
 pub mod app;
 pub mod approval;
+pub mod backup;
 pub mod chat;
 pub mod cli;
 pub mod config;
@@ -23,6 +26,7 @@ pub mod engine;
 pub mod model;
 pub mod monitor;
 pub mod policy;
+pub mod registry;
 pub mod secrets;
 pub mod store;
 pub mod targets;

@@ -371,4 +371,6 @@ pub struct HistoryEntry {
     pub hotfix: Option<String>,
     pub issues: Option<String>,
     pub rollback: Option<String>,
+    /// What the migration tool reported it applied ("applied 2 (1 - create customers, …)").
+    pub migrations: Option<String>,
 }

@@ -796,6 +796,7 @@ async fn history_returns_the_runbook_template_fields_newest_first() {
                 hotfix: None,
                 issues: None,
                 rollback: None,
+                migrations: None,
             },
             "{}: a withdrawn approval and a reject are not approvers",
             db.name

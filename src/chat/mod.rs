@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 pub mod console;
 pub mod outbox;
+pub mod slack;
 
 /// Someone on the chat platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,4 +79,12 @@ pub trait ChatPlatform: Send + Sync {
     async fn ephemeral(&self, channel: &str, user: &str, msg: &OutMessage) -> Result<(), ChatError>;
     /// Whether `user` belongs to the group (Slack user group, Discord role).
     async fn in_group(&self, user: &str, group: &str) -> Result<bool, ChatError>;
+    /// The person's display name, when the platform's events carry only an id (Slack reactions).
+    async fn user_name(&self, _user: &str) -> Option<String> {
+        None
+    }
+    /// The shortest time between two edits in one channel (the outbox holds quicker ones back).
+    fn edit_interval(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }

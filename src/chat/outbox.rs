@@ -2,8 +2,16 @@
 //! an idempotency key, then delivered (posted the first time, edited afterwards). A delivery
 //! that fails stays pending and is retried with backoff, so a message is never lost and never
 //! posted twice: once a message has a platform id, later deliveries are edits.
+//!
+//! Pacing: edits to one channel go out at most once per the platform's
+//! [`ChatPlatform::edit_interval`] (about a second on Slack); an edit that comes
+//! sooner stays pending with its latest text (a newer text replaces it in the store) and the
+//! flush loop sends it when its turn comes. A rate limit (`Retry-After`) pauses every delivery
+//! until it has passed. Nothing is dropped: a held message is a pending row.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tokio::sync::Mutex;
@@ -18,6 +26,21 @@ pub struct Outbox {
     chat: Arc<dyn ChatPlatform>,
     /// Deliveries are serialized: an edit never overtakes the post it edits.
     delivering: Arc<Mutex<()>>,
+    pacing: Arc<std::sync::Mutex<Pacing>>,
+}
+
+#[derive(Default)]
+struct Pacing {
+    last_edit: HashMap<String, Instant>,
+    /// Set by a rate limit: nothing is sent before this instant.
+    paused_until: Option<Instant>,
+}
+
+impl Pacing {
+    /// Whether a delivery must wait (the message stays pending).
+    fn holds(&self, channel: &str, is_edit: bool, interval: Duration, now: Instant) -> bool {
+        self.paused_until.is_some_and(|t| now < t) || (is_edit && self.last_edit.get(channel).is_some_and(|t| now.duration_since(*t) < interval))
+    }
 }
 
 /// What to write under a key.
@@ -39,7 +62,7 @@ fn now_ms() -> Millis {
 
 impl Outbox {
     pub fn new(store: Store, chat: Arc<dyn ChatPlatform>) -> Outbox {
-        Outbox { store, chat, delivering: Arc::new(Mutex::new(())) }
+        Outbox { store, chat, delivering: Arc::new(Mutex::new(())), pacing: Arc::new(std::sync::Mutex::new(Pacing::default())) }
     }
 
     pub fn chat(&self) -> &Arc<dyn ChatPlatform> {
@@ -48,8 +71,11 @@ impl Outbox {
 
     /// Writes the message (new, or a new text for an existing key) and tries to deliver it now.
     pub async fn send(&self, d: Draft<'_>) -> Result<()> {
-        let now = now_ms();
         let body = serde_json::to_string(&OutMessage::new(d.text))?;
+        // Writes happen under the delivery lock too: a delivery in flight (or a flush's batch)
+        // never marks an older text as posted over a newer one written meanwhile.
+        let _guard = self.delivering.lock().await;
+        let now = now_ms();
         let (_, fresh) = self
             .store
             .outbox_put(
@@ -72,7 +98,11 @@ impl Outbox {
             }
             self.store.outbox_update_body(d.key, &body, now).await?;
         }
-        self.deliver_key(d.key).await;
+        match self.store.outbox_message(d.key).await {
+            Ok(Some(m)) if m.state == "pending" => Box::pin(self.deliver(m)).await,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, key = d.key, "could not read a message from the outbox"),
+        }
         Ok(())
     }
 
@@ -81,17 +111,9 @@ impl Outbox {
         Ok(self.store.outbox_message(key).await?.and_then(|m| m.platform_id))
     }
 
-    async fn deliver_key(&self, key: &str) {
-        let _guard = self.delivering.lock().await;
-        match self.store.outbox_message(key).await {
-            Ok(Some(m)) if m.state == "pending" => self.deliver(m).await,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, key, "could not read a message from the outbox"),
-        }
-    }
-
     /// Retries every pending message that is due.
     pub async fn flush(&self) {
+        let _guard = self.delivering.lock().await;
         let due = match self.store.outbox_due(now_ms(), 100).await {
             Ok(d) => d,
             Err(e) => {
@@ -99,7 +121,6 @@ impl Outbox {
                 return;
             }
         };
-        let _guard = self.delivering.lock().await;
         for m in due {
             self.deliver(m).await;
         }
@@ -114,14 +135,32 @@ impl Outbox {
                 return;
             }
         };
+        let is_edit = m.platform_id.is_some();
+        if self.pacing.lock().is_ok_and(|p| p.holds(&m.channel, is_edit, self.chat.edit_interval(), Instant::now())) {
+            return;
+        }
         let result = match (&m.platform_id, &m.thread_key) {
             (Some(id), _) => self.chat.edit(&m.channel, id, &msg).await.map(|_| id.clone()),
             (None, Some(parent)) => match self.store.outbox_message(parent).await {
                 Ok(Some(StoredMessage { platform_id: Some(parent_id), .. })) => self.chat.reply(&m.channel, &parent_id, &msg).await,
-                _ => Err(ChatError::Unavailable("the thread's first message is not posted yet".into())),
+                // Not a failure: the reply waits for its thread's first message, which is
+                // delivered first (the outbox is flushed in order).
+                Ok(Some(_)) => return,
+                _ => Err(ChatError::Unavailable("the thread's first message is not in the outbox".into())),
             },
             (None, None) => self.chat.post(&m.channel, &msg).await,
         };
+        if let Ok(mut p) = self.pacing.lock() {
+            match &result {
+                Ok(_) if is_edit => {
+                    p.last_edit.insert(m.channel.clone(), Instant::now());
+                }
+                Err(ChatError::RateLimited { retry_after_secs }) => {
+                    p.paused_until = Some(Instant::now() + Duration::from_secs((*retry_after_secs).max(1)));
+                }
+                _ => {}
+            }
+        }
         let now = now_ms();
         let outcome = match result {
             Ok(id) => self.store.outbox_mark_posted(m.id, &id, now).await,

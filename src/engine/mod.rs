@@ -26,6 +26,7 @@ mod backup;
 pub mod clock;
 mod images;
 mod pipeline;
+pub mod schedule;
 mod watch;
 pub mod render;
 
@@ -60,6 +61,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
     ) -> Arc<Engine> {
         let catalog = config.catalog();
+        let chat = crate::monitor::metrics::MeteredChat::wrap(chat);
         let outbox = Outbox::new(store.clone(), chat.clone());
         let owner = format!("{}-{}", hostname(), std::process::id());
         Arc::new(Engine {
@@ -109,8 +111,9 @@ impl Engine {
         }
         match event {
             ChatEvent::Command { user, channel, command, text, .. } => {
+                crate::monitor::metrics::global().command(&command);
                 let reply = match deploybot_commands::parse_parts(&self.catalog, &command, &text) {
-                    Ok(cmd) => match self.command(&user, &channel, cmd).await {
+                    Ok(cmd) => match self.command_boxed(&user, &channel, cmd).await {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::error!(error = format!("{e:#}"), "command failed");
@@ -131,6 +134,11 @@ impl Engine {
                 Ok(None)
             }
         }
+    }
+
+    /// Boxed so the futures of callers (HTTP handlers, tests) stay shallow enough for the compiler.
+    fn command_boxed<'a>(self: &'a Arc<Self>, user: &'a UserRef, channel: &'a str, cmd: Command) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply>> + Send + 'a>> {
+        Box::pin(self.command(user, channel, cmd))
     }
 
     async fn command(self: &Arc<Self>, user: &UserRef, channel: &str, cmd: Command) -> Result<Reply> {

@@ -24,7 +24,7 @@ use crate::targets::{DeployRequest, Deployed, RollbackRequest, Running, TargetEr
 const PHASES: [&str; 7] = ["preflight", "backup", "migrations", "deploy", "verify", "monitor", "record"];
 
 /// Steps that may not simply run again after a crash.
-const UNSAFE_TO_REPEAT: [&str; 2] = ["migrations", "backup"];
+const UNSAFE_TO_REPEAT: [&str; 3] = ["migrations", "backup", "restore"];
 
 /// Why a pipeline stopped early.
 pub(crate) enum Stop {
@@ -98,7 +98,8 @@ impl Engine {
                 }
             })
         };
-        if let Err(e) = self.execute_inner(d.clone()).await {
+        let inner: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>> = Box::pin(self.execute_inner(d.clone()));
+        if let Err(e) = inner.await {
             tracing::error!(error = format!("{e:#}"), "the job stopped on an unexpected error");
             let _ = self.store.add_issue(d.id, &format!("job error: {e:#}"), self.now_ms()).await;
         }
@@ -214,6 +215,8 @@ impl Engine {
             let outcome = match *phase {
                 "preflight" => self.preflight(&d, env, seq).await,
                 "backup" => self.backup_phase(&d, env, seq).await,
+                // A `--with-db` rollback restores the pre-deploy backup where a deploy migrates.
+                "migrations" if d.kind == DeploymentKind::Rollback && d.with_db => self.restore_phase(&d, env, seq).await,
                 "migrations" => self.migrations(&d, env, seq).await,
                 "deploy" => self.deploy_services(&d, env, seq).await,
                 "verify" => self.verify_step(&d, env, seq, "verify").await,
@@ -234,6 +237,7 @@ impl Engine {
     }
 
     pub(crate) async fn end_step(&self, d: &Deployment, step: &Step, state: StepState, detail: &str) -> Result<()> {
+        crate::monitor::metrics::global().step(&step.name, state.as_str(), self.now_ms() - step.started_at);
         self.store.finish_step(step.id, state, (!detail.is_empty()).then_some(detail), self.now_ms()).await?;
         self.announce(d.id).await
     }
@@ -337,7 +341,10 @@ impl Engine {
         self.optional_step(d, env, seq, "migrations", true, |_| async move {
             let timeout = crate::config::parse_duration(&m.timeout).unwrap_or(Duration::from_secs(900));
             match crate::targets::command::run_argv(&m.command, m.workdir.as_deref(), &[], timeout).await {
-                Ok(output) => Ok(output),
+                Ok(output) => Ok(match applied_migrations(&output) {
+                    Some(summary) => format!("{summary}\n{output}"),
+                    None => output,
+                }),
                 Err(e) => Err(Stop::Failed { step: "migrations".into(), reason: format!("migrations failed: {e}"), diagnostics: e.diagnostics().map(str::to_string) }),
             }
         })
@@ -594,6 +601,31 @@ impl Engine {
     }
 }
 
+/// The first line of the migrations step's detail, from what Flyway reports: `Migrations: applied
+/// 2 (1 - create customers, 2 - add invoices)`, or `Migrations: none needed`.
+pub(crate) fn applied_migrations(output: &str) -> Option<String> {
+    let mut versions = Vec::new();
+    let mut count = None;
+    for line in output.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.split_once("Migrating schema ").map(|(_, r)| r) {
+            if let Some((_, version)) = rest.split_once(" to version ") {
+                versions.push(version.trim().trim_matches('"').to_string());
+            }
+        } else if let Some(rest) = line.split_once("Successfully applied ").map(|(_, r)| r) {
+            count = rest.split_whitespace().next().and_then(|n| n.parse::<u32>().ok());
+        } else if line.contains("No migration necessary") {
+            count = count.or(Some(0));
+        }
+    }
+    match (count, versions.is_empty()) {
+        (Some(0), true) => Some("Migrations: none needed (schema up to date)".into()),
+        (_, false) => Some(format!("Migrations: applied {} ({})", count.unwrap_or(versions.len() as u32), versions.join(", "))),
+        (Some(n), true) => Some(format!("Migrations: applied {n}")),
+        (None, true) => None,
+    }
+}
+
 pub(crate) fn internal(e: anyhow::Error) -> Stop {
     Stop::Failed { step: "internal".into(), reason: format!("{e:#}"), diagnostics: None }
 }
@@ -604,5 +636,21 @@ fn indent_detail(detail: &str) -> String {
         String::new()
     } else {
         format!("\n  {}", d.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n  "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::applied_migrations;
+
+    #[test]
+    fn flyway_output_names_the_migrations_it_applied() {
+        let output = "Flyway Community Edition 9.22.3 by Redgate\nSuccessfully validated 2 migrations (execution time 00:00.011s)\n\
+            Migrating schema \"public\" to version \"1 - create customers\"\nMigrating schema \"public\" to version \"2 - add invoices\"\n\
+            Successfully applied 2 migrations to schema \"public\", now at version v2 (execution time 00:00.040s)";
+        assert_eq!(applied_migrations(output).as_deref(), Some("Migrations: applied 2 (1 - create customers, 2 - add invoices)"));
+        assert_eq!(applied_migrations("Migrating schema public to version 3 - add index\nSuccessfully applied 1 migration").as_deref(), Some("Migrations: applied 1 (3 - add index)"));
+        assert_eq!(applied_migrations("Schema \"public\" is up to date. No migration necessary.").as_deref(), Some("Migrations: none needed (schema up to date)"));
+        assert_eq!(applied_migrations("done"), None);
     }
 }

@@ -113,6 +113,9 @@ pub fn approval(d: &Deployment, votes: &str, manual_checklist: &[String], approv
     if let Some(h) = &d.hotfix_reason {
         out.push_str(&format!("\n🩹 Hotfix: {h}"));
     }
+    if d.with_db {
+        out.push_str(&format!("\n⚠️ Rollback of #{} WITH DATABASE RESTORE: writes since its backup are lost (see the thread).", d.rollback_of.unwrap_or_default()));
+    }
     if !manual_checklist.is_empty() {
         out.push_str("\nBy approving you confirm:");
         for item in manual_checklist {

@@ -142,3 +142,48 @@ impl MonitorConfig {
         out
     }
 }
+
+/// The top-level `[alerts]` table: how Alertmanager's alerts find their environment, and the
+/// weekly digest of `/stats`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// The alert label whose value names the environment (or one of its aliases).
+    #[serde(default = "default_env_label")]
+    pub env_label: String,
+    /// Channel that receives the weekly `/stats` digest; no digest when absent.
+    #[serde(default)]
+    pub digest_channel: Option<String>,
+    /// When the digest is posted: 5-field cron in the bot's timezone.
+    #[serde(default = "default_digest_schedule")]
+    pub digest_schedule: String,
+}
+
+fn default_env_label() -> String {
+    "env".into()
+}
+fn default_digest_schedule() -> String {
+    "0 9 * * mon".into()
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig { env_label: default_env_label(), digest_channel: None, digest_schedule: default_digest_schedule() }
+    }
+}
+
+impl AlertsConfig {
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.env_label.trim().is_empty() {
+            out.push(("env_label".into(), "empty label name (Alertmanager's label that names the environment, e.g. env)".into()));
+        }
+        if let Err(e) = crate::policy::parse_cron(&self.digest_schedule) {
+            out.push(("digest_schedule".into(), e));
+        }
+        if self.digest_channel.as_ref().is_some_and(|c| c.trim().is_empty()) {
+            out.push(("digest_channel".into(), "empty channel id".into()));
+        }
+        out
+    }
+}

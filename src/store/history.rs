@@ -47,6 +47,7 @@ pub(super) fn entry(
         hotfix: d.hotfix_reason.clone(),
         issues,
         rollback,
+        migrations: None,
     }
 }
 
@@ -89,6 +90,9 @@ pub fn render_history_markdown(entries: &[HistoryEntry]) -> String {
             out.push_str(&format!("- **Hotfix:** {h}\n"));
         }
         out.push_str(&format!("- **Issues:** {}\n", e.issues.as_deref().unwrap_or("None")));
+        if let Some(m) = &e.migrations {
+            out.push_str(&format!("- **Migrations:** {m}\n"));
+        }
         out.push_str(&format!("- **Rollback:** {}\n", e.rollback.as_deref().unwrap_or("N/A")));
     }
     out

@@ -127,6 +127,16 @@ impl Store {
         .context("failed to apply the store's migrations")
     }
 
+    /// A write transaction. SQLite's default (deferred) transaction starts as a reader and fails
+    /// with SQLITE_BUSY_SNAPSHOT when it tries to write after another connection wrote; taking
+    /// the write lock up front makes it wait (busy_timeout) instead.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
@@ -145,7 +155,7 @@ impl Store {
 
     pub async fn create_deployment(&self, d: &NewDeployment, now: Millis) -> Result<Deployment> {
         let services = serde_json::to_string(&d.services)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "INSERT INTO deployments (env, kind, version, services, state, requested_by, requested_by_name, channel, hotfix_reason, \
              scheduled_for, rollback_of, with_db, approvals_required, approval_expires_at, created_at, updated_at) \
@@ -244,7 +254,7 @@ impl Store {
             q = q.bind(v);
         }
         q = q.bind(id);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done = q.execute(&mut *tx).await.context("failed to record a state change")?.rows_affected() == 1;
         if done {
             audit_in(&mut tx, now, actor, &format!("state:{to}"), None, Some(id), patch.error.as_deref()).await?;
@@ -371,7 +381,7 @@ impl Store {
 
     /// Records a step's start; a repeated step gets the next attempt number.
     pub async fn start_step(&self, deployment_id: i64, seq: i64, name: &str, now: Millis) -> Result<Step> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let attempt: i64 = sqlx::query("SELECT COALESCE(MAX(attempt), 0) FROM deployment_steps WHERE deployment_id = $1 AND name = $2")
             .bind(deployment_id)
             .bind(name)
@@ -920,9 +930,21 @@ impl Store {
         for d in deployments {
             let approvers = self.votes(d.id).await?.into_iter().filter(|v| v.vote == VoteKind::Approve).map(|v| v.user_name).collect();
             let rolled_back_by = self.rollbacks_of(d.id).await?;
-            out.push(history::entry(&d, approvers, &rolled_back_by, self.previous_version(&d).await?, tz));
+            let mut entry = history::entry(&d, approvers, &rolled_back_by, self.previous_version(&d).await?, tz);
+            entry.migrations = self.migrations_applied(d.id).await?;
+            out.push(entry);
         }
         Ok(out)
+    }
+
+    /// The summary line the migrations step recorded (`Migrations: applied 2 (…)`), if any.
+    async fn migrations_applied(&self, deployment_id: i64) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT detail FROM deployment_steps WHERE deployment_id = $1 AND name = 'migrations' AND state = 'succeeded' ORDER BY id DESC LIMIT 1")
+            .bind(deployment_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let detail: Option<String> = row.and_then(|r| r.try_get::<Option<String>, _>(0).ok().flatten());
+        Ok(detail.and_then(|d| d.lines().next().and_then(|l| l.strip_prefix("Migrations: ")).map(str::to_string)))
     }
 
     async fn rollbacks_of(&self, id: i64) -> Result<Vec<Deployment>> {

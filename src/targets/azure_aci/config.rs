@@ -30,8 +30,21 @@ pub struct AciConfig {
     pub login_url: String,
     #[serde(default = "default_api_version")]
     pub api_version: String,
+    /// Where the managed-identity token endpoint (IMDS) is; overridable for tests.
+    #[serde(default = "default_identity")]
+    pub identity_url: String,
     #[serde(default = "default_rollout_timeout")]
     pub rollout_timeout: String,
+    #[serde(default = "default_poll")]
+    pub poll_interval: String,
+    /// Container name -> variable -> `${ENV}`: values of secure environment variables, which ARM
+    /// never returns and so must be supplied again with every PUT of the group.
+    #[serde(default)]
+    pub secure_environment: BTreeMap<String, BTreeMap<String, SecretRef>>,
+    /// Registry server -> `${ENV}`: passwords of the group's image registry credentials, which
+    /// ARM never returns either.
+    #[serde(default)]
+    pub registry_passwords: BTreeMap<String, SecretRef>,
 }
 
 fn default_arm() -> String {
@@ -42,6 +55,12 @@ fn default_login() -> String {
 }
 fn default_api_version() -> String {
     "2023-05-01".into()
+}
+fn default_identity() -> String {
+    "http://169.254.169.254".into()
+}
+fn default_poll() -> String {
+    "5s".into()
 }
 fn default_rollout_timeout() -> String {
     "10m".into()
@@ -63,7 +82,12 @@ impl AciConfig {
         check_service_keys("containers", &self.containers, services, &mut out);
         check_url("management_url", &self.management_url, &mut out);
         check_url("login_url", &self.login_url, &mut out);
+        check_url("identity_url", &self.identity_url, &mut out);
         check_duration("rollout_timeout", &self.rollout_timeout, &mut out);
+        check_duration("poll_interval", &self.poll_interval, &mut out);
+        if self.container_groups.is_empty() {
+            out.push(("container_groups".into(), "map each service to its container group, e.g. { backend = \"invoice-me-backend\" }".into()));
+        }
         out
     }
 }

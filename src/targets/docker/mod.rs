@@ -13,3 +13,6 @@ mod tests;
 
 pub use config::DockerConfig;
 pub use driver::{DockerTarget, PREVIOUS_SUFFIX};
+/// Error-chain formatting and image-reference parsing, shared with the other drivers.
+pub(crate) use driver::chain;
+pub(crate) use spec::{repository_of, tag_of};

@@ -158,7 +158,7 @@ fn networks(old: &ContainerInspectResponse, mode: Option<&str>, short_id: &str) 
 }
 
 /// The tag of an image reference (`registry:5000/app:v1.0.0@sha256:…` → `v1.0.0`); `None` for an id or a digest only.
-pub(super) fn tag_of(reference: &str) -> Option<&str> {
+pub(crate) fn tag_of(reference: &str) -> Option<&str> {
     let without_digest = reference.split('@').next().unwrap_or(reference);
     let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
     if reference.starts_with("sha256:") {
@@ -168,7 +168,7 @@ pub(super) fn tag_of(reference: &str) -> Option<&str> {
 }
 
 /// The repository of an image reference, without tag or digest.
-pub(super) fn repository_of(reference: &str) -> &str {
+pub(crate) fn repository_of(reference: &str) -> &str {
     let without_digest = reference.split('@').next().unwrap_or(reference);
     match tag_of(without_digest) {
         Some(tag) => &without_digest[..without_digest.len() - tag.len() - 1],

@@ -1,0 +1,89 @@
+//! The monitoring routes of the one HTTP listener: `POST /alerts/alertmanager`, `GET /metrics`,
+//! and what `GET /healthz` reports.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use super::metrics::{self, Gauges};
+use crate::engine::Engine;
+use crate::model::DeploymentState;
+
+pub fn routes(engine: &Arc<Engine>) -> Router {
+    Router::new().route("/alerts/alertmanager", post(alertmanager)).route("/metrics", get(metrics_text)).with_state(engine.clone())
+}
+
+/// Alertmanager retries a webhook that failed; an alert for an environment we do not know would
+/// fail forever, so it is answered 200 and reported in the body and the log. A body that is not
+/// a version-4 payload is a 400 (Alertmanager does not retry 4xx); a store failure is a 500,
+/// which it retries.
+async fn alertmanager(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
+    let payload = match super::alertmanager::parse(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "refused an Alertmanager webhook call");
+            return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
+        }
+    };
+    match engine.receive_alertmanager(&payload).await {
+        Ok(received) => Json(received).into_response(),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "could not record Alertmanager's alerts; Alertmanager will retry");
+            (StatusCode::INTERNAL_SERVER_ERROR, "could not record the alerts; retry").into_response()
+        }
+    }
+}
+
+const OUTCOMES: [DeploymentState; 9] = [
+    DeploymentState::Succeeded,
+    DeploymentState::Failed,
+    DeploymentState::RolledBack,
+    DeploymentState::RollbackFailed,
+    DeploymentState::Cancelled,
+    DeploymentState::Denied,
+    DeploymentState::Rejected,
+    DeploymentState::Expired,
+    DeploymentState::Interrupted,
+];
+const WAITING: [DeploymentState; 3] = [DeploymentState::Queued, DeploymentState::Scheduled, DeploymentState::AwaitingApproval];
+
+async fn metrics_text(State(engine): State<Arc<Engine>>) -> Response {
+    let gauges = async {
+        let count = |states: &[DeploymentState], rows: &[crate::model::Deployment]| -> Vec<(String, usize)> {
+            states.iter().map(|s| (s.as_str().to_string(), rows.iter().filter(|d| d.state == *s).count())).collect()
+        };
+        let done = engine.store.deployments(None, &OUTCOMES, 1_000_000).await?;
+        let waiting = engine.store.deployments(None, &WAITING, 100_000).await?;
+        let pending = engine.store.outbox_due(i64::MAX, 100_000).await?.len();
+        anyhow::Ok(Gauges { deployments: count(&OUTCOMES, &done), queue: count(&WAITING, &waiting), outbox_pending: pending })
+    }
+    .await;
+    let gauges = gauges.unwrap_or_else(|e| {
+        tracing::warn!(error = format!("{e:#}"), "could not read the store for /metrics; store-backed values are left out");
+        Gauges::default()
+    });
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics::global().render(&gauges)).into_response()
+}
+
+/// `/healthz`: 200 when the store answers and the chat platform's last call worked, else 503,
+/// with one line saying which.
+pub async fn health(engine: &Engine) -> (StatusCode, String) {
+    let store = engine.store.ping().await.map_err(|e| format!("store unreachable: {e}"));
+    let chat = match metrics::global().chat_failing() {
+        None => Ok(format!("chat {} connected", engine.chat.name())),
+        Some(e) => Err(format!("chat {} not connected: {e}", engine.chat.name())),
+    };
+    match (store, chat) {
+        (Ok(()), Ok(chat)) => (StatusCode::OK, format!("ok: store reachable, {chat}\n")),
+        (store, chat) => {
+            let store = store.map(|_| "store reachable".to_string()).unwrap_or_else(|e| e);
+            let chat = chat.unwrap_or_else(|e| e);
+            (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {store}, {chat}\n"))
+        }
+    }
+}
