@@ -371,6 +371,8 @@ pub struct HistoryEntry {
     pub hotfix: Option<String>,
     pub issues: Option<String>,
     pub rollback: Option<String>,
-    /// What the migration tool reported it applied ("applied 2 (1 - create customers, …)").
+    /// What the migration tool reported it applied ("applied 2 (1 - create customers, …)");
+    /// absent from JSON when the deployment ran no migration step.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub migrations: Option<String>,
 }

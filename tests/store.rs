@@ -1111,3 +1111,24 @@ async fn a_chat_event_delivered_eight_times_at_once_is_handled_once() {
         assert_eq!(firsts, 1, "{}", db.name);
     }
 }
+
+#[tokio::test]
+async fn history_names_the_migrations_the_deployment_applied() {
+    for db in stores().await {
+        let d = ran(&db, "production", "v1.1.0", "John Doe", T0, T0 + 10 * MINUTE, DeploymentState::Succeeded).await;
+        let step = db.start_step(d.id, 3, "migrations", T0 + MINUTE).await.unwrap();
+        db.finish_step(step.id, StepState::Succeeded, Some("Migrations: applied 2 (1 - create customers, 2 - add invoices)\nFlyway output…"), T0 + 2 * MINUTE)
+            .await
+            .unwrap();
+        let plain = ran(&db, "production", "v1.1.1", "John Doe", T0 + HOUR, T0 + HOUR + MINUTE, DeploymentState::Succeeded).await;
+
+        let h = db.history(Some("production"), 10, NY).await.unwrap();
+        let with = h.iter().find(|e| e.id == d.id).unwrap();
+        assert_eq!(with.migrations.as_deref(), Some("applied 2 (1 - create customers, 2 - add invoices)"), "{}", db.name);
+        assert_eq!(h.iter().find(|e| e.id == plain.id).unwrap().migrations, None, "{}", db.name);
+        let md = render_history_markdown(&h);
+        assert!(md.contains("- **Migrations:** applied 2 (1 - create customers, 2 - add invoices)\n"), "{}: {md}", db.name);
+        let json = serde_json::to_value(&h).unwrap();
+        assert!(json[0].get("migrations").is_none(), "{}: no key when no migrations ran", db.name);
+    }
+}
