@@ -187,10 +187,19 @@ impl Harness {
     }
 
     async fn with_expiry(expires_after: &str) -> Harness {
+        Harness::build(expires_after, "").await
+    }
+
+    /// A harness whose config has `extra` TOML appended.
+    async fn with_extra(extra: &str) -> Harness {
+        Harness::build("30m", extra).await
+    }
+
+    async fn build(expires_after: &str, extra: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("deploy.sh"), DEPLOY_SH).unwrap();
         let health = health_server(dir.path().to_path_buf()).await;
-        let text = config_text(dir.path(), health, expires_after, free_port());
+        let text = config_text(dir.path(), health, expires_after, free_port()) + extra;
         let config = parse_config(&text);
         let tuesday = open_tuesday(&config);
         let clock = Arc::new(ShiftedClock::at(tuesday));
@@ -1027,4 +1036,46 @@ async fn a_deploy_interrupted_by_a_crash_resumes_after_restart_and_succeeds() {
         "{recorded:?}"
     );
     store.close().await;
+}
+
+// ------------------------------------------------------------------------------------------ migrations
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_command_gets_its_env_references_expanded_and_the_values_stay_secret() {
+    std::env::set_var("DEPLOYBOT_TEST_MIGRATION_URL", "jdbc:postgresql://db/invoiceme?password=hunter2-mig");
+    let h = Harness::with_extra(
+        r#"
+[environments.staging.migrations]
+command = ["sh", "-c", "echo Successfully applied 1 migration to schema public; echo url=$0", "${DEPLOYBOT_TEST_MIGRATION_URL}"]
+timeout = "10s"
+"#,
+    )
+    .await;
+    let id = h.deploy("v1.0.0", "staging").await;
+    let d = h.deployment(id).await;
+    assert_eq!(d.state, DeploymentState::Succeeded, "{:?}", d.error);
+    let steps = h.app.engine.store.steps(id).await.unwrap();
+    let migration = steps.iter().find(|s| s.name == "migrations").expect("a migrations step");
+    let detail = migration.detail.clone().unwrap_or_default();
+    assert!(detail.contains("url=•••"), "the command received the value, and the detail masks it: {detail}");
+    assert!(!detail.contains("hunter2-mig"), "{detail}");
+    assert!(!detail.contains("${DEPLOYBOT_TEST_MIGRATION_URL}"), "the reference was expanded: {detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_command_naming_an_unset_variable_fails_before_any_service_changes() {
+    let h = Harness::with_extra(
+        r#"
+[environments.staging.migrations]
+command = ["sh", "-c", "echo $0", "${DEPLOYBOT_TEST_SURELY_UNSET_MIGRATION_VAR}"]
+"#,
+    )
+    .await;
+    let id = h.deploy("v1.0.0", "staging").await;
+    let d = h.deployment(id).await;
+    assert_eq!(d.state, DeploymentState::Failed, "{:?}", d.error);
+    let error = d.error.unwrap_or_default();
+    assert!(error.contains("DEPLOYBOT_TEST_SURELY_UNSET_MIGRATION_VAR is not set"), "{error}");
+    let steps = h.app.engine.store.steps(id).await.unwrap();
+    assert!(steps.iter().all(|s| s.name != "deploy"), "no service changed: {steps:?}");
 }

@@ -340,7 +340,15 @@ impl Engine {
         let Some(m) = env.migrations.clone() else { return Ok(()) };
         self.optional_step(d, env, seq, "migrations", true, |_| async move {
             let timeout = crate::config::parse_duration(&m.timeout).unwrap_or(Duration::from_secs(900));
-            match crate::targets::command::run_argv(&m.command, m.workdir.as_deref(), &[], timeout).await {
+            // `${VAR}` references (the database URL of `-Dflyway.url=${PROD_FLYWAY_URL}`) are read now;
+            // their values are secrets, redacted from the step's output.
+            let argv = m
+                .command
+                .iter()
+                .map(|arg| crate::secrets::expand_env(arg))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Stop::Failed { step: "migrations".into(), reason: format!("cannot build the migration command: {e}"), diagnostics: None })?;
+            match crate::targets::command::run_argv(&argv, m.workdir.as_deref(), &[], timeout).await {
                 Ok(output) => Ok(match applied_migrations(&output) {
                     Some(summary) => format!("{summary}\n{output}"),
                     None => output,
