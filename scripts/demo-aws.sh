@@ -41,7 +41,7 @@ source scripts/services/postgres.sh
 source scripts/services/moto.sh
 say "starting PostgreSQL and moto"
 postgres_start
-moto_start
+MOTO_LAUNCHER=$here/moto_ecs_rollouts.py moto_start
 psql=$PG_BIN/psql
 export DEMO_PSQL=$psql
 "$psql" "$DEPLOYBOT_TEST_PG_URL" -qc 'CREATE DATABASE invoiceme'
@@ -188,7 +188,7 @@ if [ "$deploy_state" != succeeded ]; then
   say "deployment #1 ended ${deploy_state:-unknown}: the pipeline stops here"
   if grep -q "was replaced: the service's primary deployment is now" "$work/chat.log"; then
     cat <<'EOF'
-This is moto's limitation, not a success and not a bot bug. What did happen, for real: pg_dump of
+The rollout did not complete. With stock moto (without scripts/demo-aws/moto_ecs_rollouts.py) this is moto's limitation, not a bot bug. What did happen, for real: pg_dump of
 the seeded database, uploaded to moto's S3 (listed above); the migration; for backend, a new
 task-definition revision that differs from the previous one only in the image (listed above),
 and UpdateService pointing the service at it (the driver only follows a rollout after

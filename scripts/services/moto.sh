@@ -13,7 +13,12 @@ moto_start() {
   MOTO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   MOTO_LOG=$(mktemp /tmp/deploybot-moto.XXXXXX.log)
   # A completed initial rollout for services created in tests (moto never moves running counts).
-  MOTO_ECS_SERVICE_RUNNING=2 "$venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
+  # MOTO_LAUNCHER (a Python file) replaces the stock server, e.g. scripts/demo-aws/moto_ecs_rollouts.py.
+  if [ -n "${MOTO_LAUNCHER:-}" ]; then
+    MOTO_ECS_SERVICE_RUNNING=2 "$venv/bin/python" "$MOTO_LAUNCHER" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
+  else
+    MOTO_ECS_SERVICE_RUNNING=2 "$venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
+  fi
   MOTO_PID=$!
   for _ in $(seq 1 100); do
     if curl -fs "http://127.0.0.1:$MOTO_PORT/moto-api/" >/dev/null 2>&1; then break; fi
