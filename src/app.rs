@@ -139,11 +139,31 @@ async fn run_slack(config: Config) -> Result<()> {
     init_tracing(&config.bot.log_format);
     let listen = config.bot.listen.clone();
     let app = build_slack_app(config, Arc::new(SystemClock)).await?;
+    let listener = bind(&listen).await?;
+    run_until_ctrl_c(&app.engine, listener, |shutdown| {
+        let socket = start_slack(&app, shutdown);
+        let how = if socket.is_some() { "Socket Mode".to_string() } else { format!("Events API on http://{listen}/slack/{{commands,events,interactions}}") };
+        eprintln!("deploybot is running on Slack ({how}), HTTP on {listen}. Ctrl-C stops.");
+        socket.into_iter().collect()
+    })
+    .await
+}
+
+async fn bind(listen: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen} ([bot] listen)"))
+}
+
+/// Runs the background loops, the HTTP listener and the platform's own tasks (`start`) until
+/// Ctrl-C, then stops them and closes the store.
+async fn run_until_ctrl_c(
+    engine: &Arc<Engine>,
+    listener: tokio::net::TcpListener,
+    start: impl FnOnce(watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>>,
+) -> Result<()> {
     let (stop, shutdown) = watch::channel(false);
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen} ([bot] listen)"))?;
-    let mut tasks = spawn_loops(&app.engine, shutdown.clone());
+    let mut tasks = spawn_loops(engine, shutdown.clone());
     tasks.push(tokio::spawn({
-        let engine = app.engine.clone();
+        let engine = engine.clone();
         let shutdown = shutdown.clone();
         async move {
             if let Err(e) = serve(engine, listener, shutdown).await {
@@ -151,16 +171,13 @@ async fn run_slack(config: Config) -> Result<()> {
             }
         }
     }));
-    let socket = start_slack(&app, shutdown.clone());
-    let how = if socket.is_some() { "Socket Mode".to_string() } else { format!("Events API on http://{listen}/slack/{{commands,events,interactions}}") };
-    eprintln!("deploybot is running on Slack ({how}), HTTP on {listen}. Ctrl-C stops.");
-    tasks.extend(socket);
+    let own = start(shutdown);
     tokio::signal::ctrl_c().await.ok();
     let _ = stop.send(true);
-    for t in tasks {
+    for t in tasks.into_iter().chain(own) {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
-    app.engine.store.close().await;
+    engine.store.close().await;
     Ok(())
 }
 
@@ -182,44 +199,36 @@ pub async fn run_from_cli(path: &Path, chat: Option<&str>) -> Result<()> {
     let listen = config.bot.listen.clone();
     let user = config.chat.console.user.clone();
     let app = build_console_app(config, Arc::new(SystemClock), Some(Box::new(std::io::stdout()))).await?;
-    let (stop, shutdown) = watch::channel(false);
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen} ([bot] listen)"))?;
+    let listener = bind(&listen).await?;
     eprintln!("deploybot is running: console chat as @{user}, HTTP on {listen}. Type /help; Ctrl-C stops.");
-    let mut tasks = spawn_loops(&app.engine, shutdown.clone());
-    tasks.push(tokio::spawn({
-        let engine = app.engine.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            if let Err(e) = serve(engine, listener, shutdown).await {
-                tracing::error!(error = format!("{e:#}"), "HTTP listener stopped");
-            }
-        }
-    }));
     let engine = app.engine.clone();
-    let reader = tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        let mut seq = 0u64;
-        while let Ok(Some(line)) = lines.next_line().await {
-            seq += 1;
-            match console::parse_line(&line, &user, "console", seq + chrono::Utc::now().timestamp_millis() as u64 * 1000) {
-                Ok(Some(event)) => {
-                    if let Err(e) = Box::pin(engine.handle(event)).await {
-                        eprintln!("error: {e:#}");
+    run_until_ctrl_c(&app.engine, listener, move |mut shutdown| {
+        let reader = tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            let mut seq = 0u64;
+            loop {
+                let line = tokio::select! {
+                    next = lines.next_line() => match next {
+                        Ok(Some(line)) => line,
+                        _ => break,
+                    },
+                    _ = shutdown.changed() => break,
+                };
+                seq += 1;
+                match console::parse_line(&line, &user, "console", seq + chrono::Utc::now().timestamp_millis() as u64 * 1000) {
+                    Ok(Some(event)) => {
+                        if let Err(e) = Box::pin(engine.handle(event)).await {
+                            eprintln!("error: {e:#}");
+                        }
                     }
+                    Ok(None) => {}
+                    Err(msg) => eprintln!("{msg}"),
                 }
-                Ok(None) => {}
-                Err(msg) => eprintln!("{msg}"),
             }
-        }
-    });
-    tokio::signal::ctrl_c().await.ok();
-    let _ = stop.send(true);
-    reader.abort();
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
-    app.engine.store.close().await;
-    Ok(())
+        });
+        vec![reader]
+    })
+    .await
 }
 
 pub fn init_tracing(format: &str) {

@@ -14,7 +14,7 @@ use crate::chat::UserRef;
 use crate::config::Environment;
 use crate::model::*;
 use crate::secrets::redact;
-use crate::store::{BackupRecord, Patch};
+use crate::store::BackupRecord;
 
 fn failed(step: &str, what: &str, e: impl std::fmt::Display) -> Stop {
     Stop::Failed { step: step.into(), reason: redact(&format!("{what}: {e}")), diagnostics: None }
@@ -78,24 +78,15 @@ impl Engine {
                 env.name, env.name
             )));
         };
-        let last = self.store.deployments(Some(env.name.as_str()), &[DeploymentState::Succeeded], 20).await?.into_iter().find(|d| d.kind == DeploymentKind::Deploy);
-        let Some(last) = last else {
+        let Some(last) = self.last_successful_deploy(env).await? else {
             return Ok(Reply(format!("⚠️ Nothing to roll back in {}: no successful deployment is recorded.", env.name)));
         };
         let Some(record) = self.store.backup_for(last.id).await? else {
             return Ok(Reply(format!("⚠️ No backup is recorded for {} ({}): its backup step did not run, so there is no exact pre-deploy database to restore. {nothing}", last.short_id(), last.version)));
         };
-        let services_rec = self.store.deployment_services(last.id).await?;
-        let to = match &args.to {
-            Some(v) => v.to_string(),
-            None => match services_rec.iter().find_map(|s| s.from_version.clone()) {
-                Some(v) => v,
-                None => return Ok(Reply(format!("⚠️ {} was the first deployment recorded in {}; there is no previous version. Use `--to <version>`.", last.short_id(), env.name))),
-            },
-        };
-        let services: Vec<String> = match &args.services {
-            Some(list) => list.iter().map(|s| s.to_string()).collect(),
-            None => last.services.clone(),
+        let (to, services) = match self.rollback_target(env, &last, &args).await? {
+            Ok(target) => target,
+            Err(reply) => return Ok(reply),
         };
         let settings = match Settings::from_config(env.name.as_str(), &config) {
             Ok(s) => s,
@@ -121,12 +112,10 @@ impl Engine {
             approvals_required: required,
             approval_expires_at: Some(now + approvals.expires_after.as_millis() as i64),
         };
-        let d = self.store.create_deployment(&new, now).await?;
-        let lock = Lock { env: env.name.to_string(), kind: LockKind::Deployment, holder: user.id.clone(), reason: format!("{} rollback to {to} with database restore", d.short_id()), deployment_id: Some(d.id), created_at: now };
-        if let Err(held) = self.store.try_lock(&lock).await? {
-            self.store.transition(d.id, &[DeploymentState::AwaitingApproval], DeploymentState::Cancelled, &Patch { error: Some("environment locked".into()), ..Patch::default() }, "deploybot", now).await?;
-            return Ok(Reply(self.lock_refusal(env, &held)));
-        }
+        let d = match self.create_holding_lock(env, &new, format!("rollback to {to} with database restore"), now).await? {
+            Ok(d) => d,
+            Err(reply) => return Ok(reply),
+        };
         self.announce(d.id).await?;
         self.thread(&d, "with-db-loss", &loss).await?;
         self.post_approval(d.id).await?;

@@ -605,27 +605,12 @@ impl Engine {
             return self.rollback_with_db_request(user, channel, args, &env).await;
         }
         let now = self.now_ms();
-        // What to go back to: --to, or the version before the last successful deployment.
-        let last = self
-            .store
-            .deployments(Some(env.name.as_str()), &[DeploymentState::Succeeded], 20)
-            .await?
-            .into_iter()
-            .find(|d| d.kind == DeploymentKind::Deploy);
-        let Some(last) = last else {
+        let Some(last) = self.last_successful_deploy(&env).await? else {
             return Ok(Reply(format!("⚠️ Nothing to roll back in {}: no successful deployment is recorded.", env.name)));
         };
-        let services_rec = self.store.deployment_services(last.id).await?;
-        let to = match &args.to {
-            Some(v) => v.to_string(),
-            None => match services_rec.iter().find_map(|s| s.from_version.clone()) {
-                Some(v) => v,
-                None => return Ok(Reply(format!("⚠️ {} was the first deployment recorded in {}; there is no previous version. Use `--to <version>`.", last.short_id(), env.name))),
-            },
-        };
-        let services: Vec<String> = match &args.services {
-            Some(list) => list.iter().map(|s| s.to_string()).collect(),
-            None => last.services.clone(),
+        let (to, services) = match self.rollback_target(&env, &last, &args).await? {
+            Ok(target) => target,
+            Err(reply) => return Ok(reply),
         };
         let record = NewDeployment {
             env: env.name.to_string(),
@@ -643,15 +628,52 @@ impl Engine {
             approvals_required: 0,
             approval_expires_at: None,
         };
-        let d = self.store.create_deployment(&record, now).await?;
-        let lock = Lock { env: env.name.to_string(), kind: LockKind::Deployment, holder: user.id.clone(), reason: format!("{} rollback to {to}", d.short_id()), deployment_id: Some(d.id), created_at: now };
-        if let Err(held) = self.store.try_lock(&lock).await? {
-            self.store.transition(d.id, &[DeploymentState::Queued], DeploymentState::Cancelled, &Patch { error: Some("environment locked".into()), ..Patch::default() }, "deploybot", now).await?;
-            return Ok(Reply(self.lock_refusal(&env, &held)));
-        }
+        let d = match self.create_holding_lock(&env, &record, format!("rollback to {to}"), now).await? {
+            Ok(d) => d,
+            Err(reply) => return Ok(reply),
+        };
         self.announce(d.id).await?;
         self.wake();
         Ok(Reply(format!("⏪ {} rolling {} back to {to} (undoing {} {}).", d.short_id(), env.name, last.short_id(), last.version)))
+    }
+
+    /// The deployment a `/rollback` undoes: the last successful deploy of the environment.
+    pub(crate) async fn last_successful_deploy(&self, env: &Environment) -> Result<Option<Deployment>> {
+        Ok(self
+            .store
+            .deployments(Some(env.name.as_str()), &[DeploymentState::Succeeded], 20)
+            .await?
+            .into_iter()
+            .find(|d| d.kind == DeploymentKind::Deploy))
+    }
+
+    /// What a `/rollback` of `last` goes back to: `--to`, or the version `last` replaced; and its
+    /// services. A reply instead when there is no previous version.
+    pub(crate) async fn rollback_target(&self, env: &Environment, last: &Deployment, args: &RollbackArgs) -> Result<Result<(String, Vec<String>), Reply>> {
+        let to = match &args.to {
+            Some(v) => v.to_string(),
+            None => match self.store.deployment_services(last.id).await?.into_iter().find_map(|s| s.from_version) {
+                Some(v) => v,
+                None => return Ok(Err(Reply(format!("⚠️ {} was the first deployment recorded in {}; there is no previous version. Use `--to <version>`.", last.short_id(), env.name)))),
+            },
+        };
+        let services = match &args.services {
+            Some(list) => list.iter().map(|s| s.to_string()).collect(),
+            None => last.services.clone(),
+        };
+        Ok(Ok((to, services)))
+    }
+
+    /// Records a rollback request and takes the environment's lock for it; when someone else
+    /// holds the lock the request is closed as cancelled and the refusal returned.
+    pub(crate) async fn create_holding_lock(&self, env: &Environment, record: &NewDeployment, what: String, now: Millis) -> Result<Result<Deployment, Reply>> {
+        let d = self.store.create_deployment(record, now).await?;
+        let lock = Lock { env: env.name.to_string(), kind: LockKind::Deployment, holder: record.requested_by.clone(), reason: format!("{} {what}", d.short_id()), deployment_id: Some(d.id), created_at: now };
+        if let Err(held) = self.store.try_lock(&lock).await? {
+            self.store.transition(d.id, &[record.state], DeploymentState::Cancelled, &Patch { error: Some("environment locked".into()), ..Patch::default() }, "deploybot", now).await?;
+            return Ok(Err(Reply(self.lock_refusal(env, &held))));
+        }
+        Ok(Ok(d))
     }
 
     // ------------------------------------------------------------------------------ other commands
