@@ -47,10 +47,19 @@ pub fn spawn_loops(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec
         let engine = engine.clone();
         let mut shutdown = shutdown;
         tokio::spawn(async move {
+            let mut tick = 0u64;
             loop {
                 if let Err(e) = engine.expire_approvals().await {
                     tracing::warn!(error = format!("{e:#}"), "approval expiry check failed");
                 }
+                // About every two seconds: chat events accepted but never handled (a crash, a
+                // dead replica) are handled once their lease has lapsed.
+                if tick % 8 == 0 {
+                    if let Err(e) = Box::pin(engine.resume_inbound()).await {
+                        tracing::warn!(error = format!("{e:#}"), "could not look for chat events left unhandled");
+                    }
+                }
+                tick += 1;
                 engine.outbox.flush().await;
                 // Fast enough that an edit held back by the outbox's per-channel pacing goes out
                 // soon after its turn comes.
@@ -217,8 +226,10 @@ pub async fn run_from_cli(path: &Path, chat: Option<&str>) -> Result<()> {
                 seq += 1;
                 match console::parse_line(&line, &user, "console", seq + chrono::Utc::now().timestamp_millis() as u64 * 1000) {
                     Ok(Some(event)) => {
-                        if let Err(e) = Box::pin(engine.handle(event)).await {
-                            eprintln!("error: {e:#}");
+                        match Box::pin(engine.handle(event)).await {
+                            Err(e) if crate::store::is_unavailable(&e) => eprintln!("{}", crate::engine::STORE_UNAVAILABLE),
+                            Err(e) => eprintln!("error: {e:#}"),
+                            Ok(_) => {}
                         }
                     }
                     Ok(None) => {}

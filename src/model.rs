@@ -205,6 +205,10 @@ pub struct Deployment {
     pub failed_at: Option<Millis>,
     pub finished_at: Option<Millis>,
     pub updated_at: Millis,
+    /// The inbound chat event that created it: re-handling that event never creates another.
+    pub request_event: Option<String>,
+    /// How a human closed it (`/resolve`) or the roll-forward that superseded it.
+    pub resolution: Option<String>,
 }
 
 impl Deployment {
@@ -235,6 +239,8 @@ pub struct NewDeployment {
     pub with_db: bool,
     pub approvals_required: i64,
     pub approval_expires_at: Option<Millis>,
+    /// The inbound chat event being handled (see [`Deployment::request_event`]).
+    pub request_event: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -225,10 +225,11 @@ fn check_extras(
                 example.push_str(&shorten(before.token.text()));
             }
             let reason = crate::tokenize::quote(&reason.join(" "));
-            return Err(format!(
-                "the {} reason must be quoted: {example} {reason}",
-                spec.name
-            ));
+            let what = match expected[last].name {
+                "reason" => format!("{} reason", spec.name),
+                other => other.to_string(),
+            };
+            return Err(format!("the {what} must be quoted: {example} {reason}"));
         }
     }
     let first_tagged = positionals.iter().find_map(|p| p.after_reason);

@@ -28,6 +28,7 @@ mod history;
 mod lock;
 pub mod manifest;
 mod newtypes;
+mod resolve;
 mod rollback;
 mod spec;
 mod stats;
@@ -66,6 +67,7 @@ pub enum Command {
     Lock { env: EnvName, reason: String },
     Unlock { env: EnvName },
     Cancel { id: DeploymentId },
+    Resolve { id: DeploymentId, note: String },
     Help { topic: Option<CommandName> },
 }
 
@@ -82,6 +84,7 @@ impl Command {
             Command::Lock { .. } => CommandName::Lock,
             Command::Unlock { .. } => CommandName::Unlock,
             Command::Cancel { .. } => CommandName::Cancel,
+            Command::Resolve { .. } => CommandName::Resolve,
             Command::Help { .. } => CommandName::Help,
         }
     }
@@ -100,10 +103,11 @@ pub enum CommandName {
     Lock,
     Unlock,
     Cancel,
+    Resolve,
     Help,
 }
 
-const ALL: [CommandName; 11] = [
+const ALL: [CommandName; 12] = [
     CommandName::Deploy,
     CommandName::Rollback,
     CommandName::Verify,
@@ -114,6 +118,7 @@ const ALL: [CommandName; 11] = [
     CommandName::Lock,
     CommandName::Unlock,
     CommandName::Cancel,
+    CommandName::Resolve,
     CommandName::Help,
 ];
 
@@ -200,6 +205,7 @@ impl CommandName {
             CommandName::Lock => &lock::SPEC,
             CommandName::Unlock => &unlock::SPEC,
             CommandName::Cancel => &cancel::SPEC,
+            CommandName::Resolve => &resolve::SPEC,
             CommandName::Help => &help::SPEC,
         }
     }
@@ -216,6 +222,7 @@ impl CommandName {
             CommandName::Lock => lock::parse,
             CommandName::Unlock => unlock::parse,
             CommandName::Cancel => cancel::parse,
+            CommandName::Resolve => resolve::parse,
             CommandName::Help => help::parse,
         }
     }
@@ -410,6 +417,7 @@ mod tests {
             (CommandName::Lock, "/lock <env> \"reason\""),
             (CommandName::Unlock, "/unlock <env>"),
             (CommandName::Cancel, "/cancel <deployment-id>"),
+            (CommandName::Resolve, "/resolve <deployment-id> \"note\""),
             (CommandName::Help, "/help [command]"),
         ] {
             assert_eq!(command.usage(), usage);
@@ -454,7 +462,7 @@ mod tests {
         );
         assert_eq!(
             err.usage(),
-            "/deploy, /rollback, /verify, /status, /history, /stats, /window, /lock, /unlock, /cancel, /help"
+            "/deploy, /rollback, /verify, /status, /history, /stats, /window, /lock, /unlock, /cancel, /resolve, /help"
         );
         assert_eq!(err.command(), None);
         assert!(parse(&catalog(), "/frobnicate")

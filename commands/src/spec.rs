@@ -96,7 +96,7 @@ impl Param {
         match (self.shape, self.value) {
             (Shape::Flag, Value::Switch) => format!("[--{}]", self.name),
             (Shape::Flag, _) => format!("[--{} {}]", self.name, self.placeholder()),
-            (Shape::Required, Value::Reason) => "\"reason\"".to_string(),
+            (Shape::Required, Value::Reason) => format!("\"{}\"", self.name),
             (Shape::Required, _) => format!("<{}>", self.name),
             (Shape::Optional, _) => format!("[{}]", self.name),
         }

@@ -12,20 +12,20 @@ pub mod outbox;
 pub mod slack;
 
 /// Someone on the chat platform.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UserRef {
     pub id: String,
     pub name: String,
 }
 
 /// What a reaction was added to: a message, or (console shorthand) a deployment's approval message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ReactionTarget {
     Message { channel: String, id: String },
     Deployment(i64),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ChatEvent {
     /// `/deploy v1.0.0 prod` typed by `user` in `channel`.
     Command { event_id: Option<String>, user: UserRef, channel: String, command: String, text: String },

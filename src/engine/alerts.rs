@@ -150,6 +150,13 @@ impl Engine {
             tracing::warn!(message = %alert.key, "a rollback reaction on an alert whose environment is unknown was ignored");
             return Ok(());
         };
+        let Some(environment) = self.config.env(&env) else { return Ok(()) };
+        let action = format!("roll back {env} from an alert");
+        if let Some(refusal) = self.authorize(user, &action, environment, alert.deployment_id, &[super::access::Role::Deployer]).await? {
+            // A reaction has no reply of its own: the refusal goes privately to whoever reacted.
+            self.reply_privately(None, &alert.channel, &user.id, &refusal.0).await;
+            return Ok(());
+        }
         tracing::info!(user = %user.id, env = %env, alert = %alert.key, "rollback requested from an alert");
         // An alert about a deployment that is still running (its watch): stop it, and the
         // pipeline rolls back what it changed.

@@ -8,7 +8,7 @@ use anyhow::Result;
 use deploybot_commands::RollbackArgs;
 
 use super::pipeline::{internal, Stop};
-use super::{render, Engine, Reply};
+use super::{render, request_event, Engine, Reply};
 use crate::backup::{self, BackupError, Settings};
 use crate::chat::UserRef;
 use crate::config::Environment;
@@ -111,6 +111,7 @@ impl Engine {
             with_db: true,
             approvals_required: required,
             approval_expires_at: Some(now + approvals.expires_after.as_millis() as i64),
+            request_event: request_event(),
         };
         let d = match self.create_holding_lock(env, &new, format!("rollback to {to} with database restore"), now).await? {
             Ok(d) => d,

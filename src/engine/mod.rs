@@ -14,6 +14,7 @@ use deploybot_commands::{At, Catalog, Command, DeployArgs, EnvName, RollbackArgs
 use tokio::sync::Notify;
 
 use crate::approval::{self, Eligibility, Outcome};
+use access::Role;
 use crate::chat::outbox::{Draft, Outbox};
 use crate::chat::{ChatEvent, ChatPlatform, OutMessage, ReactionTarget, UserRef};
 use crate::config::{Config, Environment};
@@ -21,6 +22,7 @@ use crate::model::*;
 use crate::store::{Patch, Stats, Store};
 use crate::targets::DeployTarget;
 
+mod access;
 mod alerts;
 mod backup;
 pub mod clock;
@@ -48,6 +50,23 @@ pub struct Engine {
     wake: Notify,
 }
 
+/// How long a replica may hold an inbound event before another one handles it.
+const INBOUND_LEASE_MS: i64 = 30_000;
+/// What a person is told when the store cannot be reached.
+pub const STORE_UNAVAILABLE: &str = "⚠️ The bot's store is unavailable right now, so nothing was done. Try again in a minute.";
+/// An event whose handling failed this many times is given up (and audited).
+const INBOUND_MAX_ATTEMPTS: i64 = 5;
+
+tokio::task_local! {
+    /// The inbound event being handled, recorded with the deployment it creates.
+    static REQUEST_EVENT: Option<String>;
+}
+
+/// The inbound event the current task handles, if any.
+pub(crate) fn request_event() -> Option<String> {
+    REQUEST_EVENT.try_with(|e| e.clone()).ok().flatten()
+}
+
 /// A private answer to the person who typed a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply(pub String);
@@ -63,7 +82,7 @@ impl Engine {
         let catalog = config.catalog();
         let chat = crate::monitor::metrics::MeteredChat::wrap(chat);
         let outbox = Outbox::new(store.clone(), chat.clone());
-        let owner = format!("{}-{}", hostname(), std::process::id());
+        let owner = owner_id();
         Arc::new(Engine {
             config,
             store,
@@ -100,21 +119,86 @@ impl Engine {
         self.wake.notified().await;
     }
 
-    /// Handles one chat event; the reply (if any) has already been sent privately.
-    #[tracing::instrument(skip_all, fields(event = ?event.event_id()))]
+    /// Accepts and handles one chat event (the console and tests): [`Engine::accept`], then
+    /// [`Engine::process`]. An event id seen before is ignored.
     pub async fn handle(self: &Arc<Self>, event: ChatEvent) -> Result<Option<Reply>> {
-        if let Some(id) = event.event_id() {
-            if !self.store.mark_event(id, self.chat.name(), self.now_ms()).await? {
-                tracing::info!(event_id = id, "duplicate chat event ignored");
-                return Ok(None);
+        if event.event_id().is_some() && !self.accept(&event).await? {
+            return Ok(None);
+        }
+        self.process(event).await
+    }
+
+    /// Stores an inbound event with its payload, before the platform is answered; false when its
+    /// id was seen before (a retry or a redelivery). An error means it was not recorded: the
+    /// transport answers "try again" (or lets the platform retry), never silence.
+    pub async fn accept(&self, event: &ChatEvent) -> Result<bool> {
+        let Some(id) = event.event_id() else { return Ok(true) };
+        let payload = serde_json::to_string(event)?;
+        let fresh = self.store.accept_event(id, self.chat.name(), &payload, &self.owner, self.now_ms(), INBOUND_LEASE_MS).await?;
+        if !fresh {
+            tracing::info!(event_id = id, "duplicate chat event ignored");
+        }
+        Ok(fresh)
+    }
+
+    /// Handles an accepted event and marks it handled. Everything it writes is keyed by the
+    /// event (the deployment it requests, the reply), so handling it again after a crash
+    /// changes nothing twice.
+    #[tracing::instrument(skip_all, fields(event = ?event.event_id()))]
+    pub async fn process(self: &Arc<Self>, mut event: ChatEvent) -> Result<Option<Reply>> {
+        let id = event.event_id().map(str::to_string);
+        if let ChatEvent::ReactionAdded { user, .. } | ChatEvent::ReactionRemoved { user, .. } = &mut event {
+            if user.name == user.id {
+                if let Some(name) = self.chat.user_name(&user.id).await {
+                    user.name = name;
+                }
             }
         }
+        let result = REQUEST_EVENT.scope(id.clone(), Box::pin(self.dispatch(event))).await;
+        if let Some(id) = &id {
+            let error = result.as_ref().err().map(|e| crate::secrets::redact(&format!("{e:#}")));
+            if let Err(e) = self.store.finish_event(id, error.as_deref(), self.now_ms()).await {
+                tracing::warn!(error = format!("{e:#}"), event_id = %id, "could not mark an inbound event handled; it will be handled again (idempotently)");
+            }
+        }
+        result
+    }
+
+    /// Handles the inbound events that were accepted but never handled (a crash, a dead
+    /// replica): each is taken under a lease, so one replica handles it.
+    pub async fn resume_inbound(self: &Arc<Self>) -> Result<usize> {
+        let mut n = 0;
+        while let Some((id, payload, attempts)) = self.store.claim_pending_event(&self.owner, self.now_ms(), INBOUND_LEASE_MS).await? {
+            n += 1;
+            if attempts > INBOUND_MAX_ATTEMPTS {
+                tracing::error!(event_id = %id, attempts, "an inbound chat event failed to be handled too many times; giving up on it");
+                self.store.finish_event(&id, Some("handling failed too many times"), self.now_ms()).await?;
+                continue;
+            }
+            match serde_json::from_str::<ChatEvent>(&payload) {
+                Ok(event) => {
+                    tracing::warn!(event_id = %id, "handling a chat event that was accepted but not handled (the bot restarted)");
+                    if let Err(e) = self.process(event).await {
+                        tracing::error!(error = format!("{e:#}"), event_id = %id, "a resumed chat event could not be handled");
+                    }
+                }
+                Err(e) => self.store.finish_event(&id, Some(&format!("unreadable payload: {e}")), self.now_ms()).await?,
+            }
+        }
+        Ok(n)
+    }
+
+    async fn dispatch(self: &Arc<Self>, event: ChatEvent) -> Result<Option<Reply>> {
         match event {
-            ChatEvent::Command { user, channel, command, text, .. } => {
+            ChatEvent::Command { user, channel, command, text, event_id } => {
                 crate::monitor::metrics::global().command(&command);
                 let reply = match deploybot_commands::parse_parts(&self.catalog, &command, &text) {
                     Ok(cmd) => match self.command_boxed(&user, &channel, cmd).await {
                         Ok(r) => r,
+                        Err(e) if crate::store::is_unavailable(&e) => {
+                            tracing::error!(error = format!("{e:#}"), "a command failed: the store is unavailable");
+                            Reply(STORE_UNAVAILABLE.to_string())
+                        }
                         Err(e) => {
                             tracing::error!(error = format!("{e:#}"), "command failed");
                             Reply(format!("⚠️ Something went wrong on my side: {}. Nothing was changed by this command; try again, or ask an operator to check the bot's log.", crate::secrets::redact(&format!("{e:#}"))))
@@ -122,7 +206,7 @@ impl Engine {
                     },
                     Err(usage) => Reply(format!("⚠️ {usage}")),
                 };
-                self.chat.ephemeral(&channel, &user.id, &OutMessage::new(&reply.0)).await.ok();
+                self.reply_privately(event_id.as_deref(), &channel, &user.id, &reply.0).await;
                 Ok(Some(reply))
             }
             ChatEvent::ReactionAdded { user, target, emoji, .. } => {
@@ -134,6 +218,17 @@ impl Engine {
                 Ok(None)
             }
         }
+    }
+
+    /// The private answer to a command; it never holds up the handler for long.
+    pub(crate) async fn reply_privately(&self, _event_id: Option<&str>, channel: &str, user: &str, text: &str) {
+        let chat = self.chat.clone();
+        let (channel, user, msg) = (channel.to_string(), user.to_string(), OutMessage::new(text));
+        tokio::spawn(async move {
+            if let Err(e) = chat.ephemeral(&channel, &user, &msg).await {
+                tracing::warn!(error = %e, "a private reply could not be delivered");
+            }
+        });
     }
 
     /// Boxed so the futures of callers (HTTP handlers, tests) stay shallow enough for the compiler.
@@ -161,6 +256,7 @@ impl Engine {
             Command::Lock { env, reason } => self.lock(user, &env, &reason).await,
             Command::Unlock { env } => self.unlock(user, &env).await,
             Command::Cancel { id } => self.cancel(user, id.get() as i64).await,
+            Command::Resolve { id, note } => self.resolve(user, id.get() as i64, &note).await,
         }
     }
 
@@ -185,8 +281,8 @@ impl Engine {
     async fn deploy_request(self: &Arc<Self>, user: &UserRef, channel: &str, args: DeployArgs) -> Result<Reply> {
         let env = self.env(&args.env)?.clone();
         let now = self.now();
-        if !self.allowed(&user.id, &env.base.deployers).await? {
-            return Ok(Reply(format!("🚫 You may not deploy to {}. Deployers there: {}.", env.name, env.base.deployers.join(", "))));
+        if let Some(refusal) = self.authorize(user, &format!("deploy to {}", env.name), &env, None, &[Role::Deployer]).await? {
+            return Ok(refusal);
         }
         if args.hotfix.is_some() && !env.hotfix.allowed {
             return Ok(Reply(format!("🚫 Hotfixes are not allowed in {}; deploy in the window without --hotfix.", env.name)));
@@ -240,7 +336,12 @@ impl Engine {
         }
 
         // Preflight checks that can be made now (they are made again when the job starts).
-        if let Some(refusal) = self.preflight_refusal(&env, &version, scheduled_for.is_some()).await? {
+        // A hotfix may roll forward over a failed rollback: it takes the environment over when it starts.
+        let rolls_forward = match self.store.lock(env.name.as_str()).await? {
+            Some(held) if hotfix => self.stuck_holder(&held).await?,
+            _ => None,
+        };
+        if let Some(refusal) = self.preflight_refusal(&env, &version, scheduled_for.is_some() || rolls_forward.is_some()).await? {
             return Ok(Reply(refusal));
         }
 
@@ -265,11 +366,16 @@ impl Engine {
 
         // Unscheduled requests hold the environment from now on: of two requests at once, one wins.
         let d = self.store.create_deployment(&record, now.timestamp_millis()).await?;
-        if scheduled_for.is_none() {
+        if scheduled_for.is_none() && rolls_forward.is_none() {
             let lock = Lock { env: env.name.to_string(), kind: LockKind::Deployment, holder: user.id.clone(), reason: format!("{} {}", d.short_id(), version), deployment_id: Some(d.id), created_at: now.timestamp_millis() };
-            if let Err(held) = self.store.try_lock(&lock).await? {
-                self.store.transition(d.id, &[state], DeploymentState::Cancelled, &Patch { error: Some(format!("environment locked: {}", held.reason)), ..Patch::default() }, "deploybot", self.now_ms()).await?;
-                return Ok(Reply(self.lock_refusal(&env, &held)));
+            match self.store.try_lock(&lock).await? {
+                Ok(()) => {}
+                // This event was handled before (a crash after the request was recorded).
+                Err(held) if held.deployment_id == Some(d.id) => {}
+                Err(held) => {
+                    self.store.transition(d.id, &[state], DeploymentState::Cancelled, &Patch { error: Some(format!("environment locked: {}", held.reason)), ..Patch::default() }, "deploybot", self.now_ms()).await?;
+                    return Ok(Reply(self.lock_refusal(&env, &held).await));
+                }
             }
         }
         self.announce(d.id).await?;
@@ -282,6 +388,10 @@ impl Engine {
             DeploymentState::AwaitingApproval => format!("waiting for {required} approval(s) in the environment's channel"),
             DeploymentState::Scheduled => format!("scheduled for {}", render::local_time(record.scheduled_for.unwrap_or_default(), self.tz())),
             _ => "queued: it starts now".into(),
+        };
+        let next = match &rolls_forward {
+            Some(failed) => format!("{next}. It rolls forward over the failed rollback {}: when it starts it takes {} over and closes {} as superseded", failed.short_id(), env.name, failed.short_id()),
+            None => next,
         };
         Ok(Reply(format!("👍 {} {} → {} requested: {next}. Follow it in the channel; `/cancel {}` stops it.", d.short_id(), version, env.name, d.short_id())))
     }
@@ -303,17 +413,33 @@ impl Engine {
             with_db: false,
             approvals_required: required,
             approval_expires_at: expires_at,
+            request_event: request_event(),
         }
     }
 
-    pub(crate) fn lock_refusal(&self, env: &Environment, held: &Lock) -> String {
+    pub(crate) async fn lock_refusal(&self, env: &Environment, held: &Lock) -> String {
+        let stuck = match held.deployment_id {
+            Some(id) if held.kind == LockKind::Deployment => self
+                .store
+                .deployment(id)
+                .await
+                .ok()
+                .flatten()
+                .filter(|d| matches!(d.state, DeploymentState::RollbackFailed | DeploymentState::Interrupted) && d.resolution.is_none()),
+            _ => None,
+        };
         let by = match held.kind {
             LockKind::Manual => format!("locked by {} since {}: \"{}\"", render::mention(&held.holder), render::local_time(held.created_at, self.tz()), held.reason),
             LockKind::Deployment => format!("held by deployment {} (requested by {}) since {}", held.reason, render::mention(&held.holder), render::local_time(held.created_at, self.tz())),
         };
-        let hint = match held.kind {
-            LockKind::Manual => format!("Ask them, or `/unlock {}` when it is safe.", env.name),
-            LockKind::Deployment => "Wait for it to finish, or cancel it with `/cancel`.".to_string(),
+        let hint = match (held.kind, &stuck) {
+            (LockKind::Manual, _) => format!("Ask them, or `/unlock {}` when it is safe.", env.name),
+            (LockKind::Deployment, Some(d)) if d.state == DeploymentState::RollbackFailed => format!(
+                "{} ended {}: a person must decide. `/resolve {} \"what was done\"` once it is fixed by hand, or roll forward with `/deploy <version> {} --hotfix \"reason\"`.",
+                d.short_id(), d.state, d.short_id(), env.name
+            ),
+            (LockKind::Deployment, Some(d)) => format!("{} was interrupted in a step that is not safe to repeat: check it, then `/resolve {} \"what was done\"` (or `/cancel {}`).", d.short_id(), d.short_id(), d.short_id()),
+            (LockKind::Deployment, None) => "Wait for it to finish, or cancel it with `/cancel`.".to_string(),
         };
         format!("🔒 {} is {by}. {hint}", env.name)
     }
@@ -322,7 +448,7 @@ impl Engine {
     async fn preflight_refusal(&self, env: &Environment, version: &str, scheduled: bool) -> Result<Option<String>> {
         if !scheduled {
             if let Some(lock) = self.store.lock(env.name.as_str()).await? {
-                return Ok(Some(self.lock_refusal(env, &lock)));
+                return Ok(Some(self.lock_refusal(env, &lock).await));
             }
         }
         let missing: Vec<String> = {
@@ -598,8 +724,8 @@ impl Engine {
 
     pub(crate) async fn rollback_request(self: &Arc<Self>, user: &UserRef, channel: &str, args: RollbackArgs) -> Result<Reply> {
         let env = self.env(&args.env)?.clone();
-        if !self.allowed(&user.id, &env.base.deployers).await? {
-            return Ok(Reply(format!("🚫 You may not roll back {}.", env.name)));
+        if let Some(refusal) = self.authorize(user, &format!("roll back {}", env.name), &env, None, &[Role::Deployer]).await? {
+            return Ok(refusal);
         }
         if args.with_db {
             return self.rollback_with_db_request(user, channel, args, &env).await;
@@ -627,6 +753,7 @@ impl Engine {
             with_db: false,
             approvals_required: 0,
             approval_expires_at: None,
+            request_event: request_event(),
         };
         let d = match self.create_holding_lock(&env, &record, format!("rollback to {to}"), now).await? {
             Ok(d) => d,
@@ -671,7 +798,7 @@ impl Engine {
         let lock = Lock { env: env.name.to_string(), kind: LockKind::Deployment, holder: record.requested_by.clone(), reason: format!("{} {what}", d.short_id()), deployment_id: Some(d.id), created_at: now };
         if let Err(held) = self.store.try_lock(&lock).await? {
             self.store.transition(d.id, &[record.state], DeploymentState::Cancelled, &Patch { error: Some("environment locked".into()), ..Patch::default() }, "deploybot", now).await?;
-            return Ok(Err(Reply(self.lock_refusal(env, &held))));
+            return Ok(Err(Reply(self.lock_refusal(env, &held).await)));
         }
         Ok(Ok(d))
     }
@@ -704,7 +831,7 @@ impl Engine {
                 lines.push(format!("  {s}: {v}"));
             }
             if let Some(lock) = self.store.lock(env.name.as_str()).await? {
-                lines.push(format!("  🔒 {}", self.lock_refusal(env, &lock).trim_start_matches("🔒 ")));
+                lines.push(format!("  🔒 {}", self.lock_refusal(env, &lock).await.trim_start_matches("🔒 ")));
             }
             let mut states: Vec<DeploymentState> = DeploymentState::ALL.into_iter().filter(|s| s.is_in_flight()).collect();
             states.push(DeploymentState::Scheduled);
@@ -736,6 +863,9 @@ impl Engine {
 
     async fn lock(&self, user: &UserRef, env: &EnvName, reason: &str) -> Result<Reply> {
         let env = self.env(env)?;
+        if let Some(refusal) = self.authorize(user, &format!("lock {}", env.name), env, None, &[Role::Deployer]).await? {
+            return Ok(refusal);
+        }
         let lock = Lock { env: env.name.to_string(), kind: LockKind::Manual, holder: user.id.clone(), reason: reason.to_string(), deployment_id: None, created_at: self.now_ms() };
         match self.store.try_lock(&lock).await? {
             Ok(()) => {
@@ -744,12 +874,23 @@ impl Engine {
                     .await?;
                 Ok(Reply(format!("🔒 {} is locked: \"{reason}\".", env.name)))
             }
-            Err(held) => Ok(Reply(self.lock_refusal(env, &held))),
+            Err(held) => Ok(Reply(self.lock_refusal(env, &held).await)),
         }
     }
 
     async fn unlock(&self, user: &UserRef, env: &EnvName) -> Result<Reply> {
         let env = self.env(env)?;
+        let Some(held) = self.store.lock(env.name.as_str()).await? else {
+            return Ok(Reply(format!("{} was not locked.", env.name)));
+        };
+        if held.kind == LockKind::Deployment {
+            let refusal = self.lock_refusal(env, &held).await;
+            return Ok(Reply(format!("⚠️ `/unlock` releases manual locks only. {refusal}")));
+        }
+        let holder = Role::Is(&held.holder, "whoever locked it");
+        if let Some(refusal) = self.authorize(user, &format!("unlock {}", env.name), env, None, &[holder, Role::Approver]).await? {
+            return Ok(refusal);
+        }
         match self.store.release_manual_lock(env.name.as_str(), &user.id, self.now_ms()).await? {
             Some(l) if l.kind == LockKind::Manual => {
                 self.outbox
@@ -757,7 +898,7 @@ impl Engine {
                     .await?;
                 Ok(Reply(format!("🔓 {} is unlocked.", env.name)))
             }
-            Some(l) => Ok(Reply(format!("⚠️ {} is held by deployment {}, not by a manual lock; it is released when that deployment ends (or `/cancel` it).", env.name, l.reason))),
+            Some(l) => Ok(Reply(format!("⚠️ {} is now held by deployment {}, not by a manual lock.", env.name, l.reason))),
             None => Ok(Reply(format!("{} was not locked.", env.name))),
         }
     }
@@ -766,6 +907,12 @@ impl Engine {
         let Some(d) = self.store.deployment(id).await? else {
             return Ok(Reply(format!("⚠️ There is no deployment #{id}.")));
         };
+        if let Some(env) = EnvName::new(&d.env).ok().and_then(|e| self.config.env(&e)) {
+            let requester = Role::Is(&d.requested_by, "its requester");
+            if let Some(refusal) = self.authorize(user, &format!("cancel {}", d.short_id()), env, Some(id), &[requester, Role::Deployer, Role::Approver]).await? {
+                return Ok(refusal);
+            }
+        }
         let now = self.now_ms();
         let waiting = [DeploymentState::Requested, DeploymentState::AwaitingApproval, DeploymentState::Approved, DeploymentState::Queued, DeploymentState::Scheduled];
         if waiting.contains(&d.state) {
@@ -794,6 +941,85 @@ impl Engine {
         }
         Ok(Reply(format!("{} already ended ({}); nothing to cancel.", d.short_id(), d.state)))
     }
+}
+
+impl Engine {
+    /// `/resolve #id "note"`: a person closes a failed rollback or an interrupted deployment
+    /// after fixing things by hand; the environment is released.
+    async fn resolve(self: &Arc<Self>, user: &UserRef, id: i64, note: &str) -> Result<Reply> {
+        let Some(d) = self.store.deployment(id).await? else {
+            return Ok(Reply(format!("⚠️ There is no deployment #{id}.")));
+        };
+        let Some(env) = EnvName::new(&d.env).ok().and_then(|e| self.config.env(&e)).cloned() else {
+            return Ok(Reply(format!("⚠️ {} belongs to {}, which is no longer configured.", d.short_id(), d.env)));
+        };
+        if let Some(refusal) = self.authorize(user, &format!("resolve {} in {}", d.short_id(), env.name), &env, Some(id), &[Role::Approver]).await? {
+            return Ok(refusal);
+        }
+        if let Some(how) = &d.resolution {
+            return Ok(Reply(format!("{} is already closed: {how}.", d.short_id())));
+        }
+        let now = self.now_ms();
+        let resolution = format!("resolved by {}: {note}", user.name);
+        match d.state {
+            DeploymentState::RollbackFailed => {}
+            DeploymentState::Interrupted => {
+                let patch = Patch { failed_at: Some(now), finished_at: Some(now), error: Some(format!("interrupted; {resolution}")), release_lease: true, ..Patch::default() };
+                if !self.store.transition(id, &[DeploymentState::Interrupted], DeploymentState::Failed, &patch, &user.id, now).await? {
+                    return Ok(Reply(format!("⚠️ {} changed state meanwhile; look at `/status {}` and try again.", d.short_id(), d.env)));
+                }
+            }
+            other => {
+                let hint = if other.is_terminal() {
+                    "it has ended and holds nothing".to_string()
+                } else {
+                    format!("it is {}; `/cancel {}` stops it", other.as_str().replace('_', " "), d.short_id())
+                };
+                return Ok(Reply(format!("⚠️ `/resolve` closes deployments that ended rollback_failed or were interrupted; {} is not one ({hint}).", d.short_id())));
+            }
+        }
+        if !self.store.set_resolution(id, &resolution, &user.id, now).await? {
+            return Ok(Reply(format!("{} was closed by someone else meanwhile.", d.short_id())));
+        }
+        self.store.add_issue(id, &resolution, now).await?;
+        let released = self.store.release_deployment_lock(&d.env, id, now).await?;
+        let free = if released { format!("{} is released.", d.env) } else { format!("{} was not held by it.", d.env) };
+        self.thread(&d, "resolved", &format!("✅ {} resolved by {}: \"{note}\". {free}", d.short_id(), render::mention(&user.id))).await?;
+        self.write_history_file().await;
+        self.announce(id).await?;
+        Ok(Reply(format!("✅ {} resolved; your note is in its history. {free}", d.short_id())))
+    }
+
+    /// The deployment holding `lock` when it ended `rollback_failed` and nobody has closed it.
+    pub(crate) async fn stuck_holder(&self, lock: &Lock) -> Result<Option<Deployment>> {
+        let Some(id) = lock.deployment_id.filter(|_| lock.kind == LockKind::Deployment) else { return Ok(None) };
+        Ok(self.store.deployment(id).await?.filter(|d| d.state == DeploymentState::RollbackFailed && d.resolution.is_none()))
+    }
+
+    /// Hands the environment from a failed rollback to the hotfix rolling forward, and says so
+    /// in both; false when the failed one no longer holds it.
+    pub(crate) async fn supersede(&self, failed: &Deployment, by: &Deployment, lock: &Lock) -> Result<bool> {
+        let now = self.now_ms();
+        if !self.store.take_over_lock(failed.id, lock).await? {
+            return Ok(false);
+        }
+        let hotfix = by.hotfix_reason.as_deref().unwrap_or_default();
+        self.store.set_resolution(failed.id, &format!("superseded by {} ({} hotfix by {}: {hotfix})", by.short_id(), by.version, by.requested_by_name), &by.requested_by, now).await?;
+        self.store.set_resolution(by.id, &format!("rolled forward over the failed rollback {}", failed.short_id()), &by.requested_by, now).await?;
+        self.thread(failed, "superseded", &format!("⏩ {} is superseded: {} ({} hotfix) rolls forward and has taken {} over.", failed.short_id(), by.short_id(), by.version, failed.env)).await?;
+        self.thread(by, "supersedes", &format!("⏩ {} rolls forward over the failed rollback {} and has taken {} over.", by.short_id(), failed.short_id(), by.env)).await?;
+        self.announce(failed.id).await?;
+        Ok(true)
+    }
+}
+
+/// This process's id for leases: the host and pid say where it runs, and a random part keeps two
+/// processes apart when those collide (containers all called `deploybot`, pid 1 in each).
+fn owner_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default());
+    format!("{}-{}-{:016x}", hostname(), std::process::id(), h.finish())
 }
 
 fn hostname() -> String {

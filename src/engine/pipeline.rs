@@ -31,6 +31,9 @@ pub(crate) enum Stop {
     /// A step failed; `changed` says whether services may have changed.
     Failed { step: String, reason: String, diagnostics: Option<String> },
     Cancelled { by: String },
+    /// The store is unreachable: the job stops where it is, its lease lapses, and it resumes from
+    /// its step when the store is back (nothing is rolled back because of an outage).
+    Paused(anyhow::Error),
 }
 
 impl Engine {
@@ -41,6 +44,11 @@ impl Engine {
             if let Ok(n) = self.store.clear_leases().await {
                 if n > 0 {
                     tracing::warn!(jobs = n, "found jobs left running by a previous process; resuming them");
+                }
+            }
+            if let Ok(n) = self.store.release_event_leases().await {
+                if n > 0 {
+                    tracing::warn!(events = n, "found chat events accepted but not handled by a previous process; handling them");
                 }
             }
         }
@@ -82,26 +90,63 @@ impl Engine {
         }
     }
 
+    /// Runs a claimed job while this replica holds its lease. The lease is renewed every third of
+    /// its length; when a renewal finds it taken, or none succeeds before it lapses (the store
+    /// unreachable or paused), the job stops at once: its future, and with it any in-flight target
+    /// call, is dropped, and nothing more is written. The replica that claims it next resumes it
+    /// from the store.
     #[tracing::instrument(skip_all, fields(deployment = d.id, env = %d.env, version = %d.version))]
     async fn execute(self: Arc<Self>, d: Deployment) {
+        let lease = Duration::from_millis(self.lease_ms.max(300) as u64);
+        // The lease as this replica last confirmed it, on the engine's clock (the one the store's
+        // `lease_until` is written with), from the instant before the confirming write was sent.
+        let claimed_at = d.lease_until.map(|t| t - self.lease_ms).unwrap_or_else(|| self.now_ms());
+        let (valid_tx, valid_rx) = watch::channel(claimed_at + self.lease_ms);
         let renew = {
             let engine = self.clone();
             let id = d.id;
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(Duration::from_millis((engine.lease_ms / 3).max(100) as u64)).await;
-                    match engine.store.renew_lease(id, &engine.owner, engine.now_ms(), engine.lease_ms).await {
-                        Ok(true) => {}
-                        Ok(false) => break,
-                        Err(e) => tracing::warn!(error = %e, "could not renew the job's lease"),
+                    tokio::time::sleep(lease / 3).await;
+                    let asked = engine.now_ms();
+                    match engine.store.renew_lease(id, &engine.owner, asked, engine.lease_ms).await {
+                        Ok(true) => {
+                            let _ = valid_tx.send(asked + engine.lease_ms);
+                        }
+                        Ok(false) => {
+                            tracing::error!("the job's lease was taken by another replica; stopping it now");
+                            let _ = valid_tx.send(i64::MIN);
+                            break;
+                        }
+                        Err(e) => tracing::warn!(error = format!("{e:#}"), "could not renew the job's lease; the job stops if it lapses"),
                     }
                 }
             })
         };
+        let lapsed = {
+            let engine = self.clone();
+            async move {
+                let mut valid_rx = valid_rx;
+                loop {
+                    if engine.now_ms() >= *valid_rx.borrow_and_update() {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(lease / 10) => {}
+                        changed = valid_rx.changed() => if changed.is_err() { return },
+                    }
+                }
+            }
+        };
         let inner: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>> = Box::pin(self.execute_inner(d.clone()));
-        if let Err(e) = inner.await {
-            tracing::error!(error = format!("{e:#}"), "the job stopped on an unexpected error");
-            let _ = self.store.add_issue(d.id, &format!("job error: {e:#}"), self.now_ms()).await;
+        tokio::select! {
+            result = inner => {
+                if let Err(e) = result {
+                    tracing::error!(error = format!("{e:#}"), "the job stopped on an unexpected error; it resumes when its lease lapses");
+                    let _ = self.store.add_issue(d.id, &format!("job error: {}", crate::secrets::redact(&format!("{e:#}"))), self.now_ms()).await;
+                }
+            }
+            _ = lapsed => tracing::error!("the job's lease lapsed; stopped it without writing anything more (another replica resumes it)"),
         }
         renew.abort();
     }
@@ -134,20 +179,22 @@ impl Engine {
                 return self.announce(d.id).await;
             }
         }
-        // A scheduled job takes the environment now.
-        if d.state == DeploymentState::Scheduled {
-            let lock = Lock { env: d.env.clone(), kind: LockKind::Deployment, holder: d.requested_by.clone(), reason: format!("{} {}", d.short_id(), d.version), deployment_id: Some(d.id), created_at: self.now_ms() };
-            match self.store.try_lock(&lock).await? {
-                Ok(()) => {}
-                Err(held) if held.deployment_id == Some(d.id) => {}
-                Err(held) => {
+        // A scheduled job takes the environment now; a hotfix rolling forward takes it over from a
+        // failed rollback.
+        let lock = Lock { env: d.env.clone(), kind: LockKind::Deployment, holder: d.requested_by.clone(), reason: format!("{} {}", d.short_id(), d.version), deployment_id: Some(d.id), created_at: self.now_ms() };
+        match self.store.try_lock(&lock).await? {
+            Ok(()) => {}
+            Err(held) if held.deployment_id == Some(d.id) => {}
+            Err(held) => match self.stuck_holder(&held).await? {
+                Some(failed) if d.kind == DeploymentKind::Deploy && d.hotfix_reason.is_some() && self.supersede(&failed, &d, &lock).await? => {}
+                _ => {
                     let retry = self.now_ms() + 60_000;
                     let patch = Patch { scheduled_for: Some(retry), release_lease: true, ..Patch::default() };
                     self.store.transition(d.id, &from, DeploymentState::Scheduled, &patch, "deploybot", self.now_ms()).await?;
                     self.thread(&d, "waiting-for-lock", &format!("⏸️ {} is due but {} is locked ({}); retrying every minute.", d.short_id(), d.env, held.reason)).await?;
-                    return Ok(());
+                    return self.announce(d.id).await;
                 }
-            }
+            },
         }
         // Approval again, under the current config.
         if d.approvals_required > 0 {
@@ -223,8 +270,10 @@ impl Engine {
                 "monitor" => self.watch_phase(&d, env, seq).await,
                 _ => return self.record(d, env, seq).await,
             };
-            if let Err(stop) = outcome {
-                return self.stop(d, env, stop).await;
+            match outcome {
+                Ok(()) => {}
+                Err(Stop::Paused(e)) => return Err(e.context(format!("paused in {phase}: the store is unavailable"))),
+                Err(stop) => return self.stop(d, env, stop).await,
             }
         }
         Ok(())
@@ -485,6 +534,7 @@ impl Engine {
     /// Stops a pipeline that failed or was cancelled: rolls back what changed, then closes it.
     async fn stop(&self, d: Deployment, env: &Environment, stop: Stop) -> Result<()> {
         let (reason, cancelled_by) = match stop {
+            Stop::Paused(e) => return Err(e),
             Stop::Cancelled { by } => (format!("cancelled by {by}"), Some(by)),
             Stop::Failed { step, reason, diagnostics } => {
                 let mut text = format!("❌ *{step}* failed for {}: {reason}", d.short_id());
@@ -498,7 +548,7 @@ impl Engine {
         let now = self.now_ms();
         self.store.add_issue(d.id, &reason, now).await?;
         let changed: Vec<DeploymentService> = self.store.deployment_services(d.id).await?.into_iter().filter(|s| s.state == "deployed" || s.state == "deploying").collect();
-        if changed.is_empty() || d.kind == DeploymentKind::Rollback && cancelled_by.is_none() && changed.is_empty() {
+        if changed.is_empty() {
             let state = if cancelled_by.is_some() { DeploymentState::Cancelled } else { DeploymentState::Failed };
             let patch = Patch { failed_at: cancelled_by.is_none().then_some(now), finished_at: Some(now), error: Some(reason.clone()), release_lease: true, ..Patch::default() };
             let executing = [DeploymentState::Running, DeploymentState::Verifying, DeploymentState::Monitoring];
@@ -508,8 +558,19 @@ impl Engine {
             self.write_history_file().await;
             return self.announce(d.id).await;
         }
-        let patch = Patch { failed_at: cancelled_by.is_none().then_some(now), error: Some(reason.clone()), ..Patch::default() };
         let executing = [DeploymentState::Running, DeploymentState::Verifying, DeploymentState::Monitoring];
+        if d.kind == DeploymentKind::Rollback {
+            // Undoing a rollback would re-deploy the version it was rolling away from: never.
+            let patch = Patch { failed_at: Some(now), finished_at: Some(now), error: Some(reason.clone()), release_lease: true, ..Patch::default() };
+            self.store.transition(d.id, &executing, DeploymentState::RollbackFailed, &patch, "deploybot", now).await?;
+            let d = self.store.deployment(d.id).await?.context("deployment vanished")?;
+            let why = format!("🚨 *Rollback {} {}* ({reason}). It is not undone: that would put back what it was rolling away from.", d.short_id(), if cancelled_by.is_some() { "cancelled part-way" } else { "FAILED" });
+            let note = self.rollback_failed_note(&d, env, &why).await;
+            self.thread(&d, "rollback-failed", &note).await?;
+            self.write_history_file().await;
+            return self.announce(d.id).await;
+        }
+        let patch = Patch { failed_at: cancelled_by.is_none().then_some(now), error: Some(reason.clone()), ..Patch::default() };
         self.store.transition(d.id, &executing, DeploymentState::RollingBack, &patch, "deploybot", now).await?;
         let d = self.store.deployment(d.id).await?.context("deployment vanished")?;
         self.roll_back(d, env, &reason, cancelled_by.is_some()).await
@@ -525,9 +586,12 @@ impl Engine {
         changed.reverse();
         let mut problems = Vec::new();
         let mut done = Vec::new();
+        // A service that ran nothing before (a first deployment) has nothing to go back to: it
+        // stays on what was deployed, and that is said, not counted as a failed rollback.
+        let mut left = Vec::new();
         for s in &changed {
             let Some(prev) = s.from_version.clone() else {
-                problems.push(format!("{}: nothing ran before {}, so there is no version to go back to", s.service, s.to_version));
+                left.push(format!("{}: nothing ran before {}, so it stays on it", s.service, s.to_version));
                 continue;
             };
             let Ok(service) = ServiceName::new(&s.service) else { continue };
@@ -552,15 +616,29 @@ impl Engine {
                 }
             }
         }
-        let detail = [done.join("\n"), problems.join("\n")].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("\n");
+        let detail = [done.join("\n"), left.join("\n"), problems.join("\n")].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("\n");
         let now = self.now_ms();
         if !problems.is_empty() {
             self.store.finish_step(step.id, StepState::Failed, Some(&detail), now).await?;
             let patch = Patch { finished_at: Some(now), error: Some(format!("{reason}; rollback failed: {}", problems.join("; "))), release_lease: true, ..Patch::default() };
             self.store.transition(d.id, &[DeploymentState::RollingBack], DeploymentState::RollbackFailed, &patch, "deploybot", now).await?;
-            self.thread(&d, "rollback-failed", &format!(
-                "🚨 *Rollback FAILED* for {} in {}: {}\n{} stays locked. A human must restore service now: check what runs (`/status {}`), fix it by hand, then `/cancel {}` is not needed — `/unlock` is refused while the deployment lock is held; close it with `/rollback {} --to <version>` once the target answers.",
-                d.short_id(), d.env, problems.join("; "), d.env, d.env, d.short_id(), d.env
+            let why = format!("🚨 *Rollback FAILED* for {} in {}: {}", d.short_id(), d.env, problems.join("; "));
+            let note = self.rollback_failed_note(&d, env, &why).await;
+            self.thread(&d, "rollback-failed", &note).await?;
+            self.write_history_file().await;
+            return self.announce(d.id).await;
+        }
+        if done.is_empty() {
+            // Nothing could be rolled back: the deployment failed, and the next one is the way forward.
+            self.store.finish_step(step.id, StepState::Skipped, Some(&detail), now).await?;
+            let state = if cancelled { DeploymentState::Cancelled } else { DeploymentState::Failed };
+            let patch = Patch { finished_at: Some(now), release_lease: true, ..Patch::default() };
+            self.store.transition(d.id, &[DeploymentState::RollingBack], state, &patch, "deploybot", now).await?;
+            self.store.release_deployment_lock(&d.env, d.id, now).await?;
+            let runs = self.what_runs_now(&d, env).await;
+            self.thread(&d, "closed", &format!(
+                "{} {} ended {state}: nothing ran in {} before it, so there is nothing to roll back.\nWhat runs now:\n{runs}\n{} is released: the next deployment is the way forward (`/deploy <version> {}`).",
+                state.emoji(), d.short_id(), d.env, d.env, d.env
             )).await?;
             self.write_history_file().await;
             return self.announce(d.id).await;
@@ -582,14 +660,59 @@ impl Engine {
         if release {
             self.store.release_deployment_lock(&d.env, d.id, now).await?;
         }
-        let lock_note = if release { String::new() } else { format!(" {} stays locked until a human checks it.", d.env) };
-        self.thread(&d, "rolled-back", &format!("{} {} {note} ({}).{lock_note}", state.emoji(), d.short_id(), detail.replace('\n', ", "))).await?;
+        let text = format!("{} {} {note} ({}).", state.emoji(), d.short_id(), detail.replace('\n', ", "));
+        let text = if release { text } else { self.rollback_failed_note(&d, env, &text).await };
+        self.thread(&d, "rolled-back", &text).await?;
         self.write_history_file().await;
         self.announce(d.id).await
     }
 
+    /// What a `rollback_failed` deployment's thread says: why, what runs now per service, and the
+    /// two ways out.
+    pub(crate) async fn rollback_failed_note(&self, d: &Deployment, env: &Environment, why: &str) -> String {
+        let runs = self.what_runs_now(d, env).await;
+        format!(
+            "{why}\nWhat runs now:\n{runs}\n{env_name} stays locked until a person decides. Two ways out:\n\
+             • fix it by hand, then `/resolve {id} \"what was done\"` (an approver of {env_name}) to record it and release {env_name};\n\
+             • roll forward: `/deploy <version> {env_name} --hotfix \"reason\"`, which takes over {env_name} and closes {id} as superseded.",
+            env_name = env.name,
+            id = d.short_id(),
+        )
+    }
+
+    /// One line per service of the deployment: what the target reports running, or, where it
+    /// cannot tell, what this deployment's record says it left there.
+    pub(crate) async fn what_runs_now(&self, d: &Deployment, env: &Environment) -> String {
+        let records = self.store.deployment_services(d.id).await.unwrap_or_default();
+        let target = self.targets.get(&env.name).cloned();
+        let mut lines = Vec::new();
+        for name in &d.services {
+            let record = records.iter().find(|r| &r.service == name);
+            let left = record.and_then(|r| match r.state.as_str() {
+                "deployed" | "deploying" => Some(format!("{} (as this deployment left it", r.to_version)),
+                "rolled_back" => r.from_version.as_ref().map(|v| format!("{v} (rolled back to it")),
+                _ => r.from_version.as_ref().map(|v| format!("{v} (untouched")),
+            });
+            let live = match (&target, ServiceName::new(name)) {
+                (Some(t), Ok(service)) => match tokio::time::timeout(Duration::from_secs(15), t.current(&service, &self.image_of(name))).await {
+                    Ok(Ok(Some(r))) => Ok(r.version),
+                    Ok(Ok(None)) => Err("the target does not report versions".to_string()),
+                    Ok(Err(e)) => Err(format!("the target says: {e}")),
+                    Err(_) => Err("the target did not answer within 15 s".to_string()),
+                },
+                _ => Err("no target".to_string()),
+            };
+            lines.push(match (live, left) {
+                (Ok(v), _) => format!("  • {name}: {v}"),
+                (Err(why), Some(left)) => format!("  • {name}: {left}; {why})"),
+                (Err(why), None) => format!("  • {name}: unknown ({why})"),
+            });
+        }
+        lines.join("\n")
+    }
+
     /// Rewrites the optional Markdown history file (the runbook's `docs/deployment/history.md`).
-    async fn write_history_file(&self) {
+    pub(crate) async fn write_history_file(&self) {
         let Some(path) = self.config.bot.history_file.clone() else { return };
         let entries = match self.store.history(None, 200, self.tz()).await {
             Ok(e) => e,
@@ -635,6 +758,9 @@ pub(crate) fn applied_migrations(output: &str) -> Option<String> {
 }
 
 pub(crate) fn internal(e: anyhow::Error) -> Stop {
+    if crate::store::is_unavailable(&e) {
+        return Stop::Paused(e);
+    }
     Stop::Failed { step: "internal".into(), reason: format!("{e:#}"), diagnostics: None }
 }
 

@@ -45,7 +45,8 @@ fn state_line(d: &Deployment, tz: Tz) -> String {
             None => "succeeded".into(),
         },
         DeploymentState::RolledBack => "failed and rolled back".into(),
-        DeploymentState::RollbackFailed => "ROLLBACK FAILED — the environment stays locked until a human decides".into(),
+        DeploymentState::RollbackFailed if d.resolution.is_some() => "ROLLBACK FAILED — closed".into(),
+        DeploymentState::RollbackFailed => "ROLLBACK FAILED — the environment stays locked until a person decides: `/resolve` or a `--hotfix` roll-forward".into(),
         other => other.as_str().replace('_', " "),
     }
 }
@@ -93,6 +94,9 @@ pub fn progress(d: &Deployment, steps: &[Step], services: &[DeploymentService], 
         if d.state.is_terminal() || d.state == DeploymentState::Interrupted {
             out.push_str(&format!("\n*Why:* {}", first_line(e)));
         }
+    }
+    if let Some(how) = &d.resolution {
+        out.push_str(&format!("\n*Closed:* {how}"));
     }
     out
 }

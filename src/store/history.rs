@@ -15,21 +15,35 @@ pub(super) fn entry(
 ) -> HistoryEntry {
     let local = |ms: Millis| from_millis(ms).with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
     let rollback = match (d.kind, d.state) {
-        (DeploymentKind::Rollback, _) => Some(match d.rollback_of {
-            Some(of) => format!("this is a rollback of #{of}"),
-            None => "this is a rollback".to_string(),
+        (DeploymentKind::Rollback, _) => Some(match (d.rollback_of, &d.resolution) {
+            (Some(of), Some(how)) => format!("this is a rollback of #{of}; {how}"),
+            (Some(of), None) => format!("this is a rollback of #{of}"),
+            (None, Some(how)) => format!("this is a rollback; {how}"),
+            (None, None) => "this is a rollback".to_string(),
         }),
         (_, DeploymentState::RolledBack) => Some(format!(
             "automatic, to {}",
             previous_version.clone().unwrap_or_else(|| "the previous version".into())
         )),
-        (_, DeploymentState::RollbackFailed) => Some("automatic rollback FAILED, needs a human".into()),
+        (_, DeploymentState::RollbackFailed) => Some(match &d.resolution {
+            Some(how) => format!("automatic rollback FAILED; {how}"),
+            None => "automatic rollback FAILED, needs a human".into(),
+        }),
         _ => rollbacks
             .iter()
             .find(|r| r.state == DeploymentState::Succeeded)
             .map(|r| format!("rolled back by #{} ({}) to {}", r.id, r.requested_by_name, r.version)),
     };
     let mut issues = d.issues.clone().filter(|s| !s.is_empty());
+    if let (Some(how), false) = (&d.resolution, d.state == DeploymentState::RollbackFailed || d.kind == DeploymentKind::Rollback) {
+        // A roll-forward, or an interrupted deployment a person closed: said with the issues.
+        if !issues.as_deref().is_some_and(|i| i.contains(how.as_str())) {
+            issues = Some(match issues {
+                Some(i) => format!("{i}; {how}"),
+                None => how.clone(),
+            });
+        }
+    }
     if issues.is_none() && !matches!(d.state, DeploymentState::Succeeded) {
         issues = d.error.clone().or_else(|| Some(format!("ended {}", d.state)));
     }

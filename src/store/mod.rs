@@ -29,6 +29,17 @@ pub struct Store {
     dialect: Dialect,
 }
 
+/// Whether an error means the store could not be reached (as opposed to a query it refused):
+/// the caller should wait and try again rather than treat it as a verdict.
+pub fn is_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed) => true,
+        // PostgreSQL shutting down, starting up, or the connection lost (SQLSTATE classes 08, 57P).
+        Some(sqlx::Error::Database(db)) => db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    })
+}
+
 /// Checks a `database_url` without connecting.
 pub fn check_url(url: &str) -> Result<Dialect, String> {
     if url.starts_with("sqlite:") {
@@ -56,7 +67,7 @@ pub fn describe_url(url: &str) -> String {
 
 const DEPLOYMENT_COLUMNS: &str = "id, env, kind, version, services, state, requested_by, requested_by_name, channel, \
     hotfix_reason, scheduled_for, rollback_of, with_db, approvals_required, approval_expires_at, current_step, cancel_requested_by, issues, error, \
-    lease_owner, lease_until, rev, created_at, started_at, failed_at, finished_at, updated_at";
+    lease_owner, lease_until, rev, created_at, started_at, failed_at, finished_at, updated_at, request_event, resolution";
 
 /// Fields a transition may set alongside the state.
 #[derive(Debug, Default, Clone)]
@@ -153,13 +164,16 @@ impl Store {
 
     // ----------------------------------------------------------------------------- deployments
 
+    /// Records a request. A request carrying the inbound event that created it is recorded once:
+    /// handling the same event again returns the deployment it created the first time.
     pub async fn create_deployment(&self, d: &NewDeployment, now: Millis) -> Result<Deployment> {
         let services = serde_json::to_string(&d.services)?;
         let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "INSERT INTO deployments (env, kind, version, services, state, requested_by, requested_by_name, channel, hotfix_reason, \
-             scheduled_for, rollback_of, with_db, approvals_required, approval_expires_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) RETURNING {DEPLOYMENT_COLUMNS}"
+             scheduled_for, rollback_of, with_db, approvals_required, approval_expires_at, created_at, updated_at, request_event) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16) ON CONFLICT (request_event) DO NOTHING \
+             RETURNING {DEPLOYMENT_COLUMNS}"
         ))
         .bind(&d.env)
         .bind(d.kind.as_str())
@@ -176,9 +190,19 @@ impl Store {
         .bind(d.approvals_required)
         .bind(d.approval_expires_at)
         .bind(now)
-        .fetch_one(&mut *tx)
+        .bind(&d.request_event)
+        .fetch_optional(&mut *tx)
         .await
         .context("failed to record the deployment request")?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            let existing = sqlx::query(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE request_event = $1"))
+                .bind(&d.request_event)
+                .fetch_one(&self.pool)
+                .await
+                .context("failed to read the deployment an earlier handling of this event recorded")?;
+            return deployment_from_row(&existing);
+        };
         let dep = deployment_from_row(&row)?;
         audit_in(&mut tx, now, &d.requested_by, &format!("created:{}", d.state), Some(&d.env), Some(dep.id), None).await?;
         tx.commit().await?;
@@ -646,6 +670,42 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Moves a deployment lock from `from_deployment` to `lock`'s deployment; false when
+    /// `from_deployment` no longer holds it.
+    pub async fn take_over_lock(&self, from_deployment: i64, lock: &Lock) -> Result<bool> {
+        let n = sqlx::query("UPDATE locks SET holder = $1, reason = $2, deployment_id = $3, created_at = $4 WHERE env = $5 AND kind = 'deployment' AND deployment_id = $6")
+            .bind(&lock.holder)
+            .bind(&lock.reason)
+            .bind(lock.deployment_id)
+            .bind(lock.created_at)
+            .bind(&lock.env)
+            .bind(from_deployment)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            self.audit(lock.created_at, &lock.holder, "lock:taken_over", Some(&lock.env), lock.deployment_id, Some(&format!("from #{from_deployment}"))).await?;
+        }
+        Ok(n == 1)
+    }
+
+    /// Records how a deployment was closed by a person or superseded; false when it already was.
+    pub async fn set_resolution(&self, id: i64, resolution: &str, actor: &str, now: Millis) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("UPDATE deployments SET resolution = $1, updated_at = $2, rev = rev + 1 WHERE id = $3 AND resolution IS NULL")
+            .bind(resolution)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            audit_in(&mut tx, now, actor, "resolved", None, Some(id), Some(resolution)).await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
     /// Releases a manual lock; returns it when there was one.
     pub async fn release_manual_lock(&self, env: &str, actor: &str, now: Millis) -> Result<Option<Lock>> {
         let existing = self.lock(env).await?;
@@ -660,7 +720,7 @@ impl Store {
 
     /// Records a platform event id; true only the first time it is seen.
     pub async fn mark_event(&self, event_id: &str, source: &str, now: Millis) -> Result<bool> {
-        let n = sqlx::query("INSERT INTO processed_events (event_id, source, received_at) VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING")
+        let n = sqlx::query("INSERT INTO processed_events (event_id, source, received_at, handled_at) VALUES ($1, $2, $3, $3) ON CONFLICT (event_id) DO NOTHING")
             .bind(event_id)
             .bind(source)
             .bind(now)
@@ -668,6 +728,66 @@ impl Store {
             .await?
             .rows_affected();
         Ok(n == 1)
+    }
+
+    /// Stores an inbound event with its payload, pending and leased to `owner` (who handles it
+    /// next); true only the first time the id is seen. Called before the platform is answered.
+    pub async fn accept_event(&self, event_id: &str, source: &str, payload: &str, owner: &str, now: Millis, lease_ms: i64) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO processed_events (event_id, source, received_at, payload, state, lease_owner, lease_until, attempts) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6, 1) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(source)
+        .bind(now)
+        .bind(payload)
+        .bind(owner)
+        .bind(now + lease_ms)
+        .execute(&self.pool)
+        .await
+        .context("failed to record an inbound chat event")?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Marks an inbound event handled (or, with `error`, given up on).
+    pub async fn finish_event(&self, event_id: &str, error: Option<&str>, now: Millis) -> Result<()> {
+        sqlx::query("UPDATE processed_events SET state = $1, handled_at = $2, lease_owner = NULL, lease_until = NULL WHERE event_id = $3")
+            .bind(if error.is_some() { "failed" } else { "handled" })
+            .bind(now)
+            .bind(event_id)
+            .execute(&self.pool)
+            .await?;
+        if let Some(why) = error {
+            self.audit(now, "deploybot", "inbound:failed", None, None, Some(&format!("{event_id}: {why}"))).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the lease of the oldest inbound event that was accepted but not handled (its
+    /// handler crashed or its replica died); returns its id, payload and how many times it was taken.
+    pub async fn claim_pending_event(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Option<(String, String, i64)>> {
+        let lock_clause = match self.dialect {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE processed_events SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 WHERE event_id = (\
+               SELECT event_id FROM processed_events WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < $3) \
+               ORDER BY received_at LIMIT 1{lock_clause}) \
+             RETURNING event_id, payload, attempts"
+        );
+        let row = sqlx::query(&sql).bind(owner).bind(now + lease_ms).bind(now).fetch_optional(&self.pool).await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get::<Option<String>, _>(1)?.unwrap_or_default(), r.try_get(2)?))).transpose()
+    }
+
+    /// Drops the leases of pending inbound events: with SQLite there is one replica, so at
+    /// start-up every pending event is ours to handle.
+    pub async fn release_event_leases(&self) -> Result<u64> {
+        Ok(sqlx::query("UPDATE processed_events SET lease_owner = NULL, lease_until = NULL WHERE state = 'pending'")
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     // ----------------------------------------------------------------------------- chat outbox
@@ -904,6 +1024,12 @@ impl Store {
         audit_in(&mut conn, at, actor, action, env, deployment_id, detail).await
     }
 
+    /// What one person did (or was refused), oldest first: time, action, detail.
+    pub async fn audit_by(&self, actor: &str) -> Result<Vec<(Millis, String, Option<String>)>> {
+        let rows = sqlx::query("SELECT at, action, detail FROM audit_log WHERE actor = $1 ORDER BY id").bind(actor).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
     pub async fn audit_log(&self, deployment_id: i64) -> Result<Vec<(Millis, String, String)>> {
         let rows = sqlx::query("SELECT at, actor, action FROM audit_log WHERE deployment_id = $1 ORDER BY id")
             .bind(deployment_id)
@@ -1137,6 +1263,8 @@ fn deployment_from_row(r: &AnyRow) -> Result<Deployment> {
         failed_at: r.try_get("failed_at")?,
         finished_at: r.try_get("finished_at")?,
         updated_at: r.try_get("updated_at")?,
+        request_event: r.try_get("request_event")?,
+        resolution: r.try_get("resolution")?,
     })
 }
 

@@ -133,6 +133,7 @@ pub fn request(env: &str, version: &str, state: DeploymentState) -> NewDeploymen
         with_db: false,
         approvals_required: 0,
         approval_expires_at: None,
+        request_event: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Slack's inbound payloads (slash commands, `event_callback` envelopes) as [`ChatEvent`]s, and
-//! the one way both transports hand them to the engine: record, then handle in a spawned task.
+//! the one way both transports hand them to the engine: store with the payload, then handle in a
+//! spawned task.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,29 +102,16 @@ pub fn events_body(body: &[u8]) -> Result<Delivery, serde_json::Error> {
     })
 }
 
-/// Records the event (once: a repeated event id is a retry or a redelivery) and handles it in a
-/// spawned task. Returns whether it was new. Only the store's insert is awaited.
-pub async fn accept(engine: &Arc<Engine>, mut event: ChatEvent) -> anyhow::Result<bool> {
-    if let Some(id) = event.event_id() {
-        if !engine.store.mark_event(id, "slack", engine.now_ms()).await? {
-            tracing::info!(event_id = id, "duplicate Slack delivery ignored");
-            return Ok(false);
-        }
-    }
-    // Recorded above, so the engine must not see the id again.
-    match &mut event {
-        ChatEvent::Command { event_id, .. } | ChatEvent::ReactionAdded { event_id, .. } | ChatEvent::ReactionRemoved { event_id, .. } => *event_id = None,
+/// Stores the event with its payload (once: a repeated event id is a retry or a redelivery) and
+/// handles it in a spawned task; returns whether it was new. Only the store's insert is awaited,
+/// and it is awaited before Slack is answered: an error here means "not recorded, try again".
+pub async fn accept(engine: &Arc<Engine>, event: ChatEvent) -> anyhow::Result<bool> {
+    if !engine.accept(&event).await? {
+        return Ok(false);
     }
     let engine = engine.clone();
     tokio::spawn(async move {
-        if let ChatEvent::ReactionAdded { user, .. } | ChatEvent::ReactionRemoved { user, .. } = &mut event {
-            if user.name == user.id {
-                if let Some(name) = engine.chat.user_name(&user.id).await {
-                    user.name = name;
-                }
-            }
-        }
-        if let Err(e) = engine.handle(event).await {
+        if let Err(e) = engine.process(event).await {
             tracing::error!(error = format!("{e:#}"), "a Slack event could not be handled");
         }
     });

@@ -3,9 +3,10 @@
 //! [`http`]), and the translation of Slack's payloads into [`ChatEvent`]s ([`inbound`]).
 //!
 //! *Invariant*: Slack's JSON and slack-morphism's types stay in this folder. Inbound work is
-//! acknowledged before it is handled: the event is recorded in the store (`processed_events`,
-//! which also deduplicates Slack's retries) and handed to a spawned task, so neither the
-//! pipeline, the store's later writes nor Slack's API can delay an acknowledgement.
+//! stored with its payload before it is acknowledged (`processed_events`, which also
+//! deduplicates Slack's retries) and handled from there in a spawned task, so neither the
+//! pipeline, the store's later writes nor Slack's API can delay an acknowledgement, and a crash
+//! between the acknowledgement and the handling loses nothing (pending events are handled at start).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,9 @@
 //! Socket Mode: `apps.connections.open` with the app-level token, then a WebSocket on which
-//! Slack pushes envelopes. Each envelope is acknowledged the moment it arrives and handled in a
-//! spawned task (see [`inbound::accept`]); a `disconnect` message or a dropped socket opens a
-//! new connection, with backoff while Slack is unreachable.
+//! Slack pushes envelopes. Each command or event is stored with its payload, then acknowledged,
+//! and handled in a spawned task (see [`inbound::accept`]); when it cannot be stored a command is
+//! acknowledged with "try again" and an event is left unacknowledged for Slack to redeliver. A
+//! `disconnect` message or a dropped socket opens a new connection, with backoff while Slack is
+//! unreachable.
 //!
 //! slack-morphism's own Socket Mode listener acknowledges only after its callback returns and
 //! owns reconnection; this loop is small enough to keep both under our control.
@@ -105,8 +107,17 @@ async fn connection(engine: &Arc<Engine>, url: &str, shutdown: &mut watch::Recei
                 continue;
             }
         };
-        if let Some(id) = &envelope.envelope_id {
-            if let Err(e) = ws.send(Message::text(serde_json::json!({ "envelope_id": id }).to_string())).await {
+        // Recorded first, acknowledged after: an envelope Slack was told we have is in the store.
+        let ack = match envelope.kind.as_str() {
+            "slash_commands" | "events_api" => record(engine, &envelope).await,
+            _ => Ack::Plain,
+        };
+        if let (Some(id), false) = (&envelope.envelope_id, ack == Ack::None) {
+            let mut body = serde_json::json!({ "envelope_id": id });
+            if ack == Ack::TryAgain {
+                body["payload"] = serde_json::json!({ "response_type": "ephemeral", "text": TRY_AGAIN });
+            }
+            if let Err(e) = ws.send(Message::text(body.to_string())).await {
                 return Ended::Dropped(format!("could not acknowledge an envelope: {e}"));
             }
         }
@@ -120,28 +131,54 @@ async fn connection(engine: &Arc<Engine>, url: &str, shutdown: &mut watch::Recei
                 let _ = ws.close(None).await;
                 return Ended::Refresh;
             }
-            "slash_commands" => {
-                let fields: HashMap<String, String> = match envelope.payload.as_object() {
-                    Some(o) => o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect(),
-                    None => HashMap::new(),
-                };
-                if let Some(event) = inbound::command_event(&fields) {
-                    if let Err(e) = inbound::accept(engine, event).await {
-                        tracing::error!(error = format!("{e:#}"), "a slash command could not be recorded");
-                    }
-                }
-            }
-            "events_api" => match serde_json::to_vec(&envelope.payload).map(|b| inbound::events_body(&b)) {
-                Ok(Ok(Delivery::Event(event))) => {
-                    if let Err(e) = inbound::accept(engine, event).await {
-                        tracing::error!(error = format!("{e:#}"), "a Slack event could not be recorded");
-                    }
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) | Err(e) => tracing::warn!(error = %e, "an unreadable Events API payload was ignored"),
-            },
             // Interactions (buttons) are not used yet: acknowledged above, nothing else to do.
             _ => {}
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Ack {
+    /// Acknowledge.
+    Plain,
+    /// Acknowledge, telling the person the command was not recorded.
+    TryAgain,
+    /// Do not acknowledge: Slack redelivers the event later.
+    None,
+}
+
+const TRY_AGAIN: &str = "⚠️ deploybot could not record this command (its database is unreachable); nothing was done. Try again in a minute.";
+
+/// Stores a command or event envelope (and hands it to the engine) before it is acknowledged.
+async fn record(engine: &Arc<Engine>, envelope: &Envelope) -> Ack {
+    let event = match envelope.kind.as_str() {
+        "slash_commands" => {
+            let fields: HashMap<String, String> = match envelope.payload.as_object() {
+                Some(o) => o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect(),
+                None => HashMap::new(),
+            };
+            inbound::command_event(&fields)
+        }
+        _ => match serde_json::to_vec(&envelope.payload).map(|b| inbound::events_body(&b)) {
+            Ok(Ok(Delivery::Event(event))) => Some(event),
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) | Err(e) => {
+                tracing::warn!(error = %e, "an unreadable Events API payload was ignored");
+                None
+            }
+        },
+    };
+    let Some(event) = event else { return Ack::Plain };
+    let is_command = matches!(event, crate::chat::ChatEvent::Command { .. });
+    match inbound::accept(engine, event).await {
+        Ok(_) => Ack::Plain,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "a Slack envelope could not be recorded");
+            if is_command {
+                Ack::TryAgain
+            } else {
+                Ack::None
+            }
         }
     }
 }
