@@ -60,11 +60,11 @@ async fn health_server(dir: PathBuf) -> std::net::SocketAddr {
 }
 
 /// Staging: alice and bob deploy, carol approves (production-style rules without a window).
-fn config_text(dir: &Path, health: std::net::SocketAddr) -> String {
+fn config_text(dir: &Path, health: std::net::SocketAddr, database_url: &str) -> String {
     let d = dir.display();
     format!(
         r#"[bot]
-database_url = "sqlite://{d}/deploybot.db"
+database_url = "{database_url}"
 listen = "127.0.0.1:0"
 timezone = "America/New_York"
 
@@ -109,16 +109,22 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Harness {
+        Harness::on(None).await
+    }
+
+    /// On the given store (`None`: a SQLite file in the tempdir).
+    async fn on(database_url: Option<&str>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("deploy.sh"), DEPLOY_SH).unwrap();
         std::fs::write(dir.path().join("rollback.sh"), ROLLBACK_SH).unwrap();
         let health = health_server(dir.path().to_path_buf()).await;
-        let app = Harness::app(dir.path(), health).await;
+        let url = database_url.map(str::to_string).unwrap_or_else(|| format!("sqlite://{}/deploybot.db", dir.path().display()));
+        let app = Harness::app(dir.path(), health, &url).await;
         Harness { dir, app, seq: AtomicU64::new(0) }
     }
 
-    async fn app(dir: &Path, health: std::net::SocketAddr) -> App {
-        let config = Config::parse(&config_text(dir, health)).unwrap_or_else(|p| panic!("test config: {p:?}"));
+    async fn app(dir: &Path, health: std::net::SocketAddr, database_url: &str) -> App {
+        let config = Config::parse(&config_text(dir, health, database_url)).unwrap_or_else(|p| panic!("test config: {p:?}"));
         app::build_console_app(config, Arc::new(SystemClock), None).await.unwrap()
     }
 
@@ -349,7 +355,7 @@ async fn an_event_accepted_but_never_handled_is_handled_once_by_the_next_process
     let health = health_server(h.dir.path().to_path_buf()).await;
     h.app.engine.store.close().await;
 
-    let next = Harness::app(h.dir.path(), health).await;
+    let next = Harness::app(h.dir.path(), health, &format!("sqlite://{}/deploybot.db", h.dir.path().display())).await;
     next.engine.store.release_event_leases().await.unwrap();
     assert_eq!(next.engine.resume_inbound().await.unwrap(), 1);
     assert_eq!(next.engine.resume_inbound().await.unwrap(), 0, "handled once");
@@ -392,4 +398,94 @@ async fn a_job_whose_lease_is_taken_stops_at_once_and_writes_nothing_more() {
     assert_eq!(d.lease_owner.as_deref(), Some("other-replica"));
     assert_eq!(d.state, DeploymentState::Running, "nothing more was written");
     assert_eq!(h.app.engine.store.steps(id).await.unwrap(), steps_then, "no step was started or finished after the lease was lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_under_the_running_bot_pauses_jobs_and_commands_say_try_again() {
+    let cluster = support::pg_cluster::Cluster::start();
+    let h = Harness::on(Some(&cluster.url())).await;
+    h.deploy("v1.0.0").await;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let loops = app::spawn_loops(&h.app.engine, shutdown);
+
+    // A deploy whose command runs while the store goes away.
+    h.touch("sleep", "3");
+    h.say("/deploy v1.1.0 staging").await;
+    let id = h.latest().await;
+    h.approve(id).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !h.app.engine.store.steps(id).await.unwrap().iter().any(|s| s.name == "deploy") {
+        assert!(tokio::time::Instant::now() < deadline, "the deploy step never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.stop();
+
+    // A command is answered promptly with "try again", not after a hang.
+    let asked = std::time::Instant::now();
+    let err = h.app.engine.handle(h.event("/status staging")).await.expect_err("the store is down");
+    assert!(deploybot::store::is_unavailable(&err), "{err:#}");
+    assert!(asked.elapsed() < Duration::from_secs(8), "answered after {:?}", asked.elapsed());
+    // The deploy command finishes meanwhile; the job cannot record it and pauses: nothing is
+    // rolled back because of the outage.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.resume();
+
+    // The job resumes from its step once its lease lapses (30 s) and finishes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let d = h.deployment(id).await;
+        if d.state.is_terminal() {
+            assert_eq!(d.state, DeploymentState::Succeeded, "{:?} {:?}", d.error, d.issues);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "#{id} never finished after the store came back: {}", d.state);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!h.deploy_log().contains("rollback"), "an outage never triggers a rollback: {}", h.deploy_log());
+    assert_eq!(h.running("backend").as_deref(), Some("v1.1.0"));
+    assert!(h.say("/status staging").await.contains("v1.1.0"));
+    let _ = stop.send(true);
+    for l in loops {
+        let _ = tokio::time::timeout(Duration::from_secs(5), l).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollback_emoji_on_an_alert_counts_only_from_a_deployer_of_that_environment() {
+    use deploybot::chat::{ChatEvent, ReactionTarget, UserRef};
+    let h = Harness::new().await;
+    h.deploy("v1.0.0").await;
+    let last = h.deploy("v1.1.0").await;
+    let payload = serde_json::json!({
+        "version": "4", "groupKey": "{}:{alertname=\"HighErrorRate\"}", "truncatedAlerts": 0, "status": "firing", "receiver": "deploybot",
+        "groupLabels": {"alertname": "HighErrorRate"}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://127.0.0.1:9093",
+        "alerts": [{
+            "status": "firing", "labels": {"alertname": "HighErrorRate", "env": "staging"}, "annotations": {"summary": "5xx ratio above 1%"},
+            "startsAt": chrono::Utc::now().to_rfc3339(), "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://127.0.0.1:9090/graph", "fingerprint": "f1"
+        }]
+    });
+    let payload: deploybot::monitor::alertmanager::Payload = serde_json::from_value(payload).unwrap();
+    h.app.engine.receive_alertmanager(&payload).await.unwrap();
+    let alert = h
+        .app
+        .console
+        .transcript()
+        .into_iter()
+        .find_map(|s| match s {
+            console::Shown::Post { id, text, .. } if text.contains("HighErrorRate") => Some(id),
+            _ => None,
+        })
+        .expect("the alert was posted");
+    let react = |who: &str, n: u64| ChatEvent::ReactionAdded {
+        event_id: Some(format!("alert-reaction-{n}")),
+        user: UserRef { id: who.into(), name: who.into() },
+        target: ReactionTarget::Message { channel: "C0STAGING".into(), id: alert.clone() },
+        emoji: "rewind".into(),
+    };
+    h.app.engine.handle(react("mallory", 1)).await.unwrap();
+    assert_eq!(h.latest().await, last, "no rollback was requested by mallory");
+    assert_eq!(h.refusals("mallory").await, 1);
+    h.app.engine.handle(react("bob", 2)).await.unwrap();
+    let rollback = h.deployment(h.latest().await).await;
+    assert_eq!((rollback.rollback_of, rollback.requested_by.as_str()), (Some(last), "bob"));
 }

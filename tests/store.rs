@@ -911,6 +911,8 @@ fn finished(id: i64, env: &str, kind: DeploymentKind, state: DeploymentState, st
         failed_at: failed.then_some(started + 2 * MINUTE),
         finished_at: Some(started + minutes * MINUTE),
         updated_at: started + minutes * MINUTE,
+        request_event: None,
+        resolution: None,
     }
 }
 

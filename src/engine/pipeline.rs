@@ -235,8 +235,8 @@ impl Engine {
             let patch = Patch { error: Some(format!("interrupted during {step} by a restart")), release_lease: true, ..Patch::default() };
             self.store.transition(d.id, &[d.state], DeploymentState::Interrupted, &patch, "deploybot", now).await?;
             self.thread(&d, "interrupted", &format!(
-                "⚠️ The bot restarted while {} was in its *{step}* step, which is not safe to run twice. {} stays locked. A human must decide: check the step's effect (e.g. `flyway_schema_history`), then `/cancel {}` to close it, or `/rollback {}`.",
-                d.short_id(), d.env, d.short_id(), d.env
+                "⚠️ The bot restarted while {} was in its *{step}* step, which is not safe to run twice. {} stays locked. A person must decide: check the step's effect (e.g. `flyway_schema_history`), fix what is needed, then `/resolve {} \"what was done\"` (an approver) to record it and release {}, or `/cancel {}` to close it.",
+                d.short_id(), d.env, d.short_id(), d.env, d.short_id()
             )).await?;
             return self.announce(d.id).await;
         }

@@ -29,6 +29,12 @@ pub struct Store {
     dialect: Dialect,
 }
 
+/// How long a query waits for a PostgreSQL connection: an unreachable store is reported within
+/// this, so a command is answered "try again" (and a Slack acknowledgement is not late) rather
+/// than hanging. A SQLite file is never unreachable; its wait is only for a busy pool.
+const PG_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const SQLITE_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Whether an error means the store could not be reached (as opposed to a query it refused):
 /// the caller should wait and try again rather than treat it as a verdict.
 pub fn is_unavailable(e: &anyhow::Error) -> bool {
@@ -112,7 +118,7 @@ impl Store {
             AnyPoolOptions::new().max_connections(max)
         };
         let pool = options
-            .acquire_timeout(std::time::Duration::from_secs(10))
+            .acquire_timeout(if dialect == Dialect::Postgres { PG_ACQUIRE_TIMEOUT } else { SQLITE_ACQUIRE_TIMEOUT })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
