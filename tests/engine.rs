@@ -7,17 +7,20 @@
 //! file `<dir>/sleep` exists, the script first writes `<dir>/sleeping` and sleeps that many
 //! seconds (a slow deploy).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, TimeZone, Utc, Weekday};
+use chrono::{DateTime, Utc};
 use deploybot::app::{self, App};
 use deploybot::chat::console::{self, Shown};
-use deploybot::config::Config;
 use deploybot::engine::clock::ShiftedClock;
 use deploybot::model::{Deployment, DeploymentKind, DeploymentState, StepState};
+use support::bot::{free_port, open_tuesday, parse_config, BotProcess};
+use support::db;
 
 const DEPLOY_SH: &str = r#"#!/bin/sh
 set -e
@@ -29,14 +32,6 @@ echo "$env $service $version" >> "$dir/deploy.log"
 echo "$version" > "$dir/$env-$service.version"
 echo "deployed $service $version"
 "#;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The tempdir's deploy script and an HTTP health endpoint reading what it deployed.
 async fn health_server(dir: PathBuf) -> std::net::SocketAddr {
@@ -73,6 +68,7 @@ async fn health_server(dir: PathBuf) -> std::net::SocketAddr {
 
 fn config_text(
     dir: &Path,
+    database_url: &str,
     health: std::net::SocketAddr,
     expires_after: &str,
     listen: u16,
@@ -107,7 +103,7 @@ approvals = {{ required = 1, approvers = ["carol", "group:S0DEVOPS"], expires_af
     );
     format!(
         r#"[bot]
-database_url = "sqlite://{d}/deploybot.db"
+database_url = "{database_url}"
 listen = "127.0.0.1:{listen}"
 timezone = "America/New_York"
 history_file = "{d}/history.md"
@@ -132,49 +128,51 @@ order = 2
     )
 }
 
-fn parse_config(text: &str) -> Config {
-    Config::parse(text).unwrap_or_else(|problems| {
-        panic!(
-            "test config: {}",
-            problems
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })
+/// The store a test runs on: every test runs on both (see `on_each_store!`).
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
 }
 
-/// A Tuesday 10:05 in New York when production's window is open.
-fn open_tuesday(config: &Config) -> DateTime<Utc> {
-    let tz = chrono_tz::America::New_York;
-    let prod = config
-        .environments
-        .values()
-        .find(|e| e.name.as_str() == "production")
-        .unwrap();
-    let today = Utc::now().with_timezone(&tz).date_naive();
-    for offset in 0..120 {
-        let day = today + chrono::Duration::days(offset);
-        if day.weekday() != Weekday::Tue {
-            continue;
-        }
-        let Some(t) = tz
-            .with_ymd_and_hms(day.year(), day.month(), day.day(), 10, 5, 0)
-            .single()
-        else {
-            continue;
-        };
-        let t = t.with_timezone(&Utc);
-        if prod.policy.check(t, false).allowed {
-            return t;
+impl Backend {
+    /// A fresh database of this kind, of the test's own.
+    async fn fresh(self) -> db::TestDb {
+        match self {
+            Backend::Sqlite => db::sqlite().await,
+            Backend::Postgres => db::postgres()
+                .await
+                .expect("PostgreSQL tests are only run when PostgreSQL is not skipped"),
         }
     }
-    panic!("no open production window in the next 120 days")
+}
+
+/// `name_sqlite` and `name_postgres` tests for each `async fn name(store: Backend)` (the
+/// PostgreSQL one fails without `DEPLOYBOT_TEST_PG_URL` unless `DEPLOYBOT_SKIP_PG=1`).
+macro_rules! on_each_store {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if super::db::pg_admin_url().is_some() {
+                        super::$name(super::Backend::Postgres).await;
+                    }
+                }
+            }
+        )*
+    };
 }
 
 struct Harness {
     dir: tempfile::TempDir,
+    /// Kept for as long as the harness: dropping it removes the database.
+    _db: db::TestDb,
     app: App,
     clock: Arc<ShiftedClock>,
     tuesday: DateTime<Utc>,
@@ -182,32 +180,34 @@ struct Harness {
 }
 
 impl Harness {
-    async fn new() -> Harness {
-        Harness::with_expiry("30m").await
+    async fn new(store: Backend) -> Harness {
+        Harness::with_expiry(store, "30m").await
     }
 
-    async fn with_expiry(expires_after: &str) -> Harness {
-        Harness::build(expires_after, "").await
+    async fn with_expiry(store: Backend, expires_after: &str) -> Harness {
+        Harness::build(store, expires_after, "").await
     }
 
     /// A harness whose config has `extra` TOML appended.
-    async fn with_extra(extra: &str) -> Harness {
-        Harness::build("30m", extra).await
+    async fn with_extra(store: Backend, extra: &str) -> Harness {
+        Harness::build(store, "30m", extra).await
     }
 
-    async fn build(expires_after: &str, extra: &str) -> Harness {
+    async fn build(store: Backend, expires_after: &str, extra: &str) -> Harness {
+        let db = store.fresh().await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("deploy.sh"), DEPLOY_SH).unwrap();
         let health = health_server(dir.path().to_path_buf()).await;
-        let text = config_text(dir.path(), health, expires_after, free_port()) + extra;
+        let text = config_text(dir.path(), &db.url, health, expires_after, free_port()) + extra;
         let config = parse_config(&text);
-        let tuesday = open_tuesday(&config);
+        let tuesday = open_tuesday(&config, "production");
         let clock = Arc::new(ShiftedClock::at(tuesday));
         let app = app::build_console_app(config, clock.clone(), None)
             .await
             .unwrap();
         Harness {
             dir,
+            _db: db,
             app,
             clock,
             tuesday,
@@ -394,9 +394,8 @@ fn step_states(steps: &[(String, StepState)], name: &str) -> Vec<StepState> {
 
 // ------------------------------------------------------------------------------------------ 1
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_approved_production_deploy_ignores_ineligible_reactions_and_runs_every_step() {
-    let h = Harness::new().await;
+async fn an_approved_production_deploy_ignores_ineligible_reactions_and_runs_every_step(store: Backend) {
+    let h = Harness::new(store).await;
     let staged = h.deploy("v1.0.0", "staging").await;
     assert_eq!(h.state(staged).await, DeploymentState::Succeeded);
 
@@ -494,9 +493,8 @@ async fn an_approved_production_deploy_ignores_ineligible_reactions_and_runs_eve
 
 // ------------------------------------------------------------------------------------------ 2
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_approver_rejecting_closes_the_request_and_releases_the_lock() {
-    let h = Harness::new().await;
+async fn an_approver_rejecting_closes_the_request_and_releases_the_lock(store: Backend) {
+    let h = Harness::new(store).await;
     h.deploy("v1.0.0", "staging").await;
     h.say("/deploy v1.0.0 prod").await;
     let id = h.latest().await;
@@ -523,9 +521,8 @@ async fn an_approver_rejecting_closes_the_request_and_releases_the_lock() {
 
 // ------------------------------------------------------------------------------------------ 3
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unanswered_approval_expires_and_releases_the_lock() {
-    let h = Harness::with_expiry("1s").await;
+async fn an_unanswered_approval_expires_and_releases_the_lock(store: Backend) {
+    let h = Harness::with_expiry(store, "1s").await;
     h.deploy("v1.0.0", "staging").await;
     h.say("/deploy v1.0.0 prod").await;
     let id = h.latest().await;
@@ -554,9 +551,8 @@ async fn an_unanswered_approval_expires_and_releases_the_lock() {
 
 // ------------------------------------------------------------------------------------------ 4
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_production_deploy_on_friday_evening_is_denied_with_the_next_window() {
-    let h = Harness::new().await;
+async fn a_production_deploy_on_friday_evening_is_denied_with_the_next_window(store: Backend) {
+    let h = Harness::new(store).await;
     let friday = h.tuesday - chrono::Duration::days(4) + chrono::Duration::hours(7)
         - chrono::Duration::minutes(5);
     h.clock.set(friday);
@@ -577,9 +573,8 @@ async fn a_production_deploy_on_friday_evening_is_denied_with_the_next_window() 
 
 // ------------------------------------------------------------------------------------------ 5
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_manually_locked_environment_refuses_deploys_until_unlocked() {
-    let h = Harness::new().await;
+async fn a_manually_locked_environment_refuses_deploys_until_unlocked(store: Backend) {
+    let h = Harness::new(store).await;
     let reply = h.say("@dan /lock staging \"db maintenance\"").await;
     assert!(reply.contains("locked"), "{reply}");
     let reply = h.say("/deploy v1.0.0 staging").await;
@@ -600,9 +595,8 @@ async fn a_manually_locked_environment_refuses_deploys_until_unlocked() {
 
 // ------------------------------------------------------------------------------------------ 6
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_two_simultaneous_deploys_to_one_environment_exactly_one_proceeds() {
-    let h = Harness::new().await;
+async fn of_two_simultaneous_deploys_to_one_environment_exactly_one_proceeds(store: Backend) {
+    let h = Harness::new(store).await;
     let a = h.event("/deploy v1.0.0 staging");
     let b = h.event("@erin /deploy v1.1.0 staging");
     let (ra, rb) = tokio::join!(h.app.engine.handle(a), h.app.engine.handle(b));
@@ -645,9 +639,8 @@ async fn of_two_simultaneous_deploys_to_one_environment_exactly_one_proceeds() {
 
 // ------------------------------------------------------------------------------------------ 7
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broken_version_fails_verification_and_is_rolled_back_automatically() {
-    let h = Harness::new().await;
+async fn a_broken_version_fails_verification_and_is_rolled_back_automatically(store: Backend) {
+    let h = Harness::new(store).await;
     h.deploy("v1.0.0", "staging").await;
     let id = h.deploy("v1.1.0-broken", "staging").await;
     let d = h.deployment(id).await;
@@ -699,9 +692,8 @@ async fn a_broken_version_fails_verification_and_is_rolled_back_automatically() 
 
 // ------------------------------------------------------------------------------------------ 8
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_manual_rollback_returns_to_the_version_before_the_last_deploy() {
-    let h = Harness::new().await;
+async fn a_manual_rollback_returns_to_the_version_before_the_last_deploy(store: Backend) {
+    let h = Harness::new(store).await;
     let first = h.deploy("v1.0.0", "staging").await;
     let second = h.deploy("v1.1.0", "staging").await;
     assert_eq!(h.state(first).await, DeploymentState::Succeeded);
@@ -750,9 +742,8 @@ async fn a_manual_rollback_returns_to_the_version_before_the_last_deploy() {
 
 // ------------------------------------------------------------------------------------------ 9
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_a_request_waiting_for_approval_closes_it_without_running() {
-    let h = Harness::new().await;
+async fn cancelling_a_request_waiting_for_approval_closes_it_without_running(store: Backend) {
+    let h = Harness::new(store).await;
     h.deploy("v1.0.0", "staging").await;
     h.say("/deploy v1.0.0 prod").await;
     let id = h.latest().await;
@@ -766,9 +757,8 @@ async fn cancelling_a_request_waiting_for_approval_closes_it_without_running() {
     assert_eq!(h.running("production", "backend"), None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_a_slow_deploy_stops_at_the_next_safe_point_and_rolls_back() {
-    let h = Harness::new().await;
+async fn cancelling_a_slow_deploy_stops_at_the_next_safe_point_and_rolls_back(store: Backend) {
+    let h = Harness::new(store).await;
     h.deploy("v1.0.0", "staging").await;
     let sleep = h.dir.path().join("sleep");
     std::fs::write(&sleep, "2").unwrap();
@@ -831,9 +821,8 @@ async fn cancelling_a_slow_deploy_stops_at_the_next_safe_point_and_rolls_back() 
 
 // ------------------------------------------------------------------------------------------ 10
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn production_refuses_a_version_that_has_not_succeeded_on_staging() {
-    let h = Harness::new().await;
+async fn production_refuses_a_version_that_has_not_succeeded_on_staging(store: Backend) {
+    let h = Harness::new(store).await;
     let reply = h.say("/deploy v2.0.0 prod").await;
     assert!(
         reply.contains("has not succeeded on staging") && reply.contains("promotion rule"),
@@ -863,86 +852,26 @@ async fn production_refuses_a_version_that_has_not_succeeded_on_staging() {
 
 // ------------------------------------------------------------------------------------------ 11
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_bot(dir: &Path, config: &Path) -> (Child, std::sync::mpsc::Receiver<String>) {
-    use std::io::BufRead;
-    let stderr = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("bot.stderr"))
-        .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_deploybot"))
-        .arg("--config")
-        .arg(config)
-        .arg("run")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (Child(child), rx)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deploy_interrupted_by_a_crash_resumes_after_restart_and_succeeds() {
-    use std::io::Write;
+async fn a_deploy_interrupted_by_a_crash_resumes_after_restart_and_succeeds(store: Backend) {
+    let db = store.fresh().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("deploy.sh"), DEPLOY_SH).unwrap();
     let health = health_server(dir.path().to_path_buf()).await;
     let config_path = dir.path().join("deploybot.toml");
     std::fs::write(
         &config_path,
-        config_text(dir.path(), health, "30m", free_port()),
+        config_text(dir.path(), &db.url, health, "30m", free_port()),
     )
     .unwrap();
     let sleep = dir.path().join("sleep");
     std::fs::write(&sleep, "3").unwrap();
 
-    let (mut bot, out) = start_bot(dir.path(), &config_path);
-    bot.0
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"/deploy v1.0.0 staging\n")
-        .unwrap();
-    bot.0.stdin.as_mut().unwrap().flush().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(8);
-    loop {
-        match out.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) if line.contains("requested") => break,
-            _ => assert!(
-                std::time::Instant::now() < deadline,
-                "the bot never accepted the deploy; stderr: {}",
-                std::fs::read_to_string(dir.path().join("bot.stderr")).unwrap_or_default()
-            ),
-        }
-    }
-    let store = deploybot::store::Store::connect(&format!(
-        "sqlite://{}/deploybot.db",
-        dir.path().display()
-    ))
-    .await
-    .unwrap();
+    let stderr = dir.path().join("bot.stderr");
+    let mut bot = BotProcess::start(&config_path, &[], &stderr);
+    bot.type_line("/deploy v1.0.0 staging");
+    bot.wait_line("requested", Duration::from_secs(8));
+    let store_kind = store;
+    let store = &db.store;
     let id = store.deployments(Some("staging"), &[], 1).await.unwrap()[0].id;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     loop {
@@ -961,8 +890,7 @@ async fn a_deploy_interrupted_by_a_crash_resumes_after_restart_and_succeeds() {
     }
 
     // kill -9 in the middle of the deploy step, then start again (and deploy fast this time).
-    bot.0.kill().unwrap();
-    bot.0.wait().unwrap();
+    bot.kill();
     drop(bot);
     // The deploy script it was running is its own process group: stop it too.
     if let Some(pgid) = std::fs::read_to_string(dir.path().join("deploy.pid"))
@@ -981,12 +909,18 @@ async fn a_deploy_interrupted_by_a_crash_resumes_after_restart_and_succeeds() {
     );
     // A fresh listen port: another test may have taken the old one while this bot was down.
     let text = std::fs::read_to_string(&config_path).unwrap();
-    let fresh = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let fresh = free_port();
     let text = regex::Regex::new(r#"listen = "127\.0\.0\.1:\d+""#).unwrap().replace(&text, format!("listen = \"127.0.0.1:{fresh}\"").as_str()).into_owned();
     std::fs::write(&config_path, text).unwrap();
-    let (_bot, _out) = start_bot(dir.path(), &config_path);
+    let _bot = BotProcess::start(&config_path, &[], &stderr);
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    // On SQLite the store is this process's alone, so a restart resumes at once; on PostgreSQL
+    // other replicas may be alive, so the job waits for the dead process's lease to lapse.
+    let lease = match store_kind {
+        Backend::Sqlite => Duration::ZERO,
+        Backend::Postgres => Duration::from_millis(30_000),
+    };
+    let deadline = tokio::time::Instant::now() + lease + Duration::from_secs(8);
     let d = loop {
         let d = store.deployment(id).await.unwrap().unwrap();
         if d.state.is_terminal() {
@@ -996,7 +930,7 @@ async fn a_deploy_interrupted_by_a_crash_resumes_after_restart_and_succeeds() {
             tokio::time::Instant::now() < deadline,
             "#{id} is still {} after the restart; stderr: {}",
             d.state,
-            std::fs::read_to_string(dir.path().join("bot.stderr")).unwrap_or_default()
+            std::fs::read_to_string(&stderr).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -1040,10 +974,10 @@ async fn a_deploy_interrupted_by_a_crash_resumes_after_restart_and_succeeds() {
 
 // ------------------------------------------------------------------------------------------ migrations
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_migration_command_gets_its_env_references_expanded_and_the_values_stay_secret() {
+async fn a_migration_command_gets_its_env_references_expanded_and_the_values_stay_secret(store: Backend) {
     std::env::set_var("DEPLOYBOT_TEST_MIGRATION_URL", "jdbc:postgresql://db/invoiceme?password=hunter2-mig");
     let h = Harness::with_extra(
+        store,
         r#"
 [environments.staging.migrations]
 command = ["sh", "-c", "echo Successfully applied 1 migration to schema public; echo url=$0", "${DEPLOYBOT_TEST_MIGRATION_URL}"]
@@ -1062,9 +996,9 @@ timeout = "10s"
     assert!(!detail.contains("${DEPLOYBOT_TEST_MIGRATION_URL}"), "the reference was expanded: {detail}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_migration_command_naming_an_unset_variable_fails_before_any_service_changes() {
+async fn a_migration_command_naming_an_unset_variable_fails_before_any_service_changes(store: Backend) {
     let h = Harness::with_extra(
+        store,
         r#"
 [environments.staging.migrations]
 command = ["sh", "-c", "echo $0", "${DEPLOYBOT_TEST_SURELY_UNSET_MIGRATION_VAR}"]
@@ -1079,3 +1013,20 @@ command = ["sh", "-c", "echo $0", "${DEPLOYBOT_TEST_SURELY_UNSET_MIGRATION_VAR}"
     let steps = h.app.engine.store.steps(id).await.unwrap();
     assert!(steps.iter().all(|s| s.name != "deploy"), "no service changed: {steps:?}");
 }
+
+on_each_store!(
+    an_approved_production_deploy_ignores_ineligible_reactions_and_runs_every_step,
+    an_approver_rejecting_closes_the_request_and_releases_the_lock,
+    an_unanswered_approval_expires_and_releases_the_lock,
+    a_production_deploy_on_friday_evening_is_denied_with_the_next_window,
+    a_manually_locked_environment_refuses_deploys_until_unlocked,
+    of_two_simultaneous_deploys_to_one_environment_exactly_one_proceeds,
+    a_broken_version_fails_verification_and_is_rolled_back_automatically,
+    a_manual_rollback_returns_to_the_version_before_the_last_deploy,
+    cancelling_a_request_waiting_for_approval_closes_it_without_running,
+    cancelling_a_slow_deploy_stops_at_the_next_safe_point_and_rolls_back,
+    production_refuses_a_version_that_has_not_succeeded_on_staging,
+    a_deploy_interrupted_by_a_crash_resumes_after_restart_and_succeeds,
+    a_migration_command_gets_its_env_references_expanded_and_the_values_stay_secret,
+    a_migration_command_naming_an_unset_variable_fails_before_any_service_changes,
+);

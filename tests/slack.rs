@@ -3,6 +3,7 @@
 //! `command` targets whose deploy script is a small shell script, a health endpoint to verify,
 //! and a clock pinned to an open production window.
 
+mod support;
 #[path = "support/slack.rs"]
 mod slack_support;
 
@@ -11,9 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Datelike, TimeZone, Utc, Weekday};
+use chrono::Utc;
 use deploybot::app::{self, SlackApp};
-use deploybot::config::Config;
 use deploybot::engine::clock::ShiftedClock;
 use deploybot::model::DeploymentState;
 use serde_json::Value;
@@ -138,20 +138,6 @@ order = 2
     )
 }
 
-/// A Tuesday 10:05 in New York when production's window is open.
-fn open_tuesday(config: &Config) -> DateTime<Utc> {
-    let tz = chrono_tz::America::New_York;
-    let prod = config.environments.values().find(|e| e.name.as_str() == "production").unwrap();
-    let today = Utc::now().with_timezone(&tz).date_naive();
-    (0..120)
-        .map(|o| today + chrono::Duration::days(o))
-        .filter(|d| d.weekday() == Weekday::Tue)
-        .filter_map(|d| tz.with_ymd_and_hms(d.year(), d.month(), d.day(), 10, 5, 0).single())
-        .map(|t| t.with_timezone(&Utc))
-        .find(|t| prod.policy.check(*t, false).allowed)
-        .expect("an open production window")
-}
-
 /// The world of one test: a fake Slack, a tempdir with the deploy script and database.
 struct World {
     dir: tempfile::TempDir,
@@ -182,8 +168,8 @@ impl World {
     /// Starts the bot (again, on the same database) in `mode`.
     async fn start(&self, mode: Mode) -> Bot {
         let text = config_text(self.dir.path(), self.health, mode, &self.slack.api_url, &self.secrets);
-        let config = Config::parse(&text).unwrap_or_else(|p| panic!("test config: {}", p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")));
-        let clock = Arc::new(ShiftedClock::at(open_tuesday(&config)));
+        let config = support::bot::parse_config(&text);
+        let clock = Arc::new(ShiftedClock::at(support::bot::open_tuesday(&config, "production")));
         let app = app::build_slack_app(config, clock).await.unwrap();
         let (stop, shutdown) = watch::channel(false);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
