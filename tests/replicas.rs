@@ -52,7 +52,8 @@ const DEPLOY_SH: &str = r#"#!/bin/sh
 # deploy.sh <env> <service> <version>
 dir=$(dirname "$0")
 env=$1 version=$3
-echo "start $env $version" >> "$dir/runs.log"
+# $PPID: the bot process that runs this deployment.
+echo "start $env $version $PPID" >> "$dir/runs.log"
 if ! mkdir "$dir/$env.running" 2>/dev/null; then
   echo "OVERLAP $env $version" >> "$dir/overlap.log"
 fi
@@ -111,12 +112,15 @@ struct Replica {
     base: String,
     stderr: PathBuf,
     process: Option<BotProcess>,
+    /// Every process it has been, in order.
+    pids: Vec<u32>,
 }
 
 impl Replica {
     async fn start(&mut self, secrets: &[(String, String)]) {
         let mut process = BotProcess::start(&self.config, secrets, &self.stderr);
         process.wait_healthy(&self.base, Duration::from_secs(60)).await;
+        self.pids.push(process.pid());
         self.process = Some(process);
     }
 }
@@ -233,7 +237,7 @@ async fn three_replicas_on_one_postgres_survive_a_sigkill_under_a_thousand_reque
             let port = free_port();
             let config = dir.path().join(format!("replica-{n}.toml"));
             std::fs::write(&config, config_text(dir.path(), &database.url, &slack.api_url, port)).unwrap();
-            Replica { config, base: format!("http://127.0.0.1:{port}"), stderr: dir.path().join(format!("replica-{n}.stderr")), process: None }
+            Replica { config, base: format!("http://127.0.0.1:{port}"), stderr: dir.path().join(format!("replica-{n}.stderr")), process: None, pids: Vec::new() }
         })
         .collect();
     for replica in &mut replicas {
@@ -250,13 +254,15 @@ async fn three_replicas_on_one_postgres_survive_a_sigkill_under_a_thousand_reque
     for r in requests.iter().cloned() {
         pace.tick().await;
         if r.i == KILL_AFTER {
-            // Mid-deployment: wait (a little) until the victim runs a job, then SIGKILL it.
-            let pid = replicas[VICTIM].process.as_ref().unwrap().pid();
-            let owner_suffix = format!("-{pid}");
+            // Mid-deployment: wait (a little) until the victim runs a job, then SIGKILL it. Its
+            // owner id is learnt from a deployment its process ran (the script logs its parent).
+            let pid = replicas[VICTIM].process.as_ref().unwrap().pid().to_string();
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                let running = database.deployments(None, &[DeploymentState::Running], 1000).await.unwrap();
-                let held: Vec<i64> = running.iter().filter(|d| d.lease_owner.as_deref().is_some_and(|o| o.ends_with(&owner_suffix))).map(|d| d.id).collect();
+                let ran: Vec<String> = read(&dir.path().join("runs.log")).lines().filter_map(|l| l.strip_prefix("start ")).filter(|l| l.split(' ').nth(2) == Some(pid.as_str())).filter_map(|l| l.split(' ').nth(1).map(str::to_string)).collect();
+                let all = database.deployments(None, &[], 5000).await.unwrap();
+                let owner = all.iter().filter(|d| ran.contains(&d.version)).find_map(|d| d.lease_owner.clone());
+                let held: Vec<i64> = all.iter().filter(|d| d.state == DeploymentState::Running && owner.is_some() && d.lease_owner == owner).map(|d| d.id).collect();
                 if !held.is_empty() || Instant::now() > deadline {
                     killed_holding = Some(held);
                     break;
@@ -329,12 +335,15 @@ async fn three_replicas_on_one_postgres_survive_a_sigkill_under_a_thousand_reque
         m
     });
     let count = |s: DeploymentState| deployments.iter().filter(|d| d.state == s).count();
+    let runs = read(&dir.path().join("runs.log"));
+    let ran_by = |pid: u32| runs.lines().filter(|l| l.starts_with("start ") && l.split(' ').nth(3) == Some(pid.to_string().as_str())).count();
+    let per_process: Vec<String> = replicas.iter().enumerate().flat_map(|(n, r)| r.pids.iter().enumerate().map(move |(life, pid)| (n, life, *pid))).map(|(n, life, pid)| format!("replica {n}{}: {}", if life > 0 { " (restarted)" } else { "" }, ran_by(pid))).collect();
     let refused_by_lock = accepted.iter().filter(|r| matches!(&r.ask, Ask::Deploy { version } if !by_version.contains_key(version.as_str()))).count();
     let rerouted = sent.iter().filter(|r| r.replica.is_some_and(|n| n != r.i % REPLICAS)).count();
     let figures = format!(
         "replicas: {REPLICAS} on one PostgreSQL; requests: {} sent in {:.1}s ({} /deploy, {} /status), {} accepted, {} not ({} re-routed by the balancer while a replica was down); \
          kills: 1 SIGKILL of replica {VICTIM} holding {} running job(s), restarted after {DOWN_FOR} more requests; \
-         deployments: {} rows ({} succeeded, {} cancelled by the lock, {} other), {} requests refused by the lock before a row; settled {:.1}s after the last request",
+         deployments: {} rows ({} succeeded, {} cancelled by the lock, {} other), {} requests refused by the lock before a row; deploy commands run per process: {}; settled {:.1}s after the last request",
         sent.len(),
         send_time.as_secs_f64(),
         sent.iter().filter(|r| r.ask != Ask::Status).count(),
@@ -348,6 +357,7 @@ async fn three_replicas_on_one_postgres_survive_a_sigkill_under_a_thousand_reque
         count(DeploymentState::Cancelled),
         deployments.len() - count(DeploymentState::Succeeded) - count(DeploymentState::Cancelled),
         refused_by_lock,
+        per_process.join(", "),
         settle_time.as_secs_f64(),
     );
     eprintln!("{figures}");
@@ -396,7 +406,6 @@ async fn three_replicas_on_one_postgres_survive_a_sigkill_under_a_thousand_reque
     if !overlaps.is_empty() {
         problems.push(format!("deploy commands overlapped in one environment:\n{overlaps}"));
     }
-    let runs = read(&dir.path().join("runs.log"));
     let (starts, ends) = (runs.lines().filter(|l| l.starts_with("start ")).count(), runs.lines().filter(|l| l.starts_with("end ")).count());
     if starts != ends {
         problems.push(format!("{starts} deploy commands started but {ends} ended"));
@@ -415,7 +424,7 @@ async fn three_replicas_on_one_postgres_survive_a_sigkill_under_a_thousand_reque
     }
     let resumed: Vec<&Deployment> = deployments.iter().filter(|d| killed_holding.contains(&d.id)).collect();
     for d in &resumed {
-        let deploy_runs = runs.lines().filter(|l| *l == format!("start {} {}", d.env, d.version)).count();
+        let deploy_runs = runs.lines().filter(|l| l.starts_with(&format!("start {} {} ", d.env, d.version))).count();
         if d.state != DeploymentState::Succeeded || deploy_runs == 0 {
             problems.push(format!("#{} (running on the killed replica) ended {} after {deploy_runs} deploy runs", d.id, d.state));
         }
