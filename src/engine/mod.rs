@@ -700,12 +700,10 @@ impl Engine {
                 self.wake();
             }
             Outcome::Rejected { by } => {
-                self.store.transition(id, &from, DeploymentState::Rejected, &Patch { finished_at: None, error: Some(format!("rejected by {by}")), ..Patch::default() }, "deploybot", now).await?;
-                self.store.release_deployment_lock(&d.env, id, now).await?;
+                self.store.transition(id, &from, DeploymentState::Rejected, &Patch { error: Some(format!("rejected by {by}")), release_lock: true, ..Patch::default() }, "deploybot", now).await?;
             }
             Outcome::Expired => {
-                self.store.transition(id, &from, DeploymentState::Expired, &Patch { error: Some("approval expired".into()), ..Patch::default() }, "deploybot", now).await?;
-                self.store.release_deployment_lock(&d.env, id, now).await?;
+                self.store.transition(id, &from, DeploymentState::Expired, &Patch { error: Some("approval expired".into()), release_lock: true, ..Patch::default() }, "deploybot", now).await?;
             }
         }
         self.post_approval(id).await?;
@@ -916,9 +914,8 @@ impl Engine {
         let now = self.now_ms();
         let waiting = [DeploymentState::Requested, DeploymentState::AwaitingApproval, DeploymentState::Approved, DeploymentState::Queued, DeploymentState::Scheduled];
         if waiting.contains(&d.state) {
-            let patch = Patch { error: Some(format!("cancelled by {}", user.name)), release_lease: true, ..Patch::default() };
+            let patch = Patch { error: Some(format!("cancelled by {}", user.name)), release_lease: true, release_lock: true, ..Patch::default() };
             if self.store.transition(id, &waiting, DeploymentState::Cancelled, &patch, &user.id, now).await? {
-                self.store.release_deployment_lock(&d.env, id, now).await?;
                 self.announce(id).await?;
                 if d.approvals_required > 0 {
                     self.post_approval(id).await?;
@@ -929,9 +926,8 @@ impl Engine {
         let Some(d) = self.store.deployment(id).await? else { return Ok(Reply(format!("⚠️ There is no deployment #{id}."))) };
         if d.state.is_executing() || d.state == DeploymentState::Interrupted {
             if d.state == DeploymentState::Interrupted {
-                let patch = Patch { error: Some(format!("cancelled by {} after an interruption", user.name)), finished_at: Some(now), release_lease: true, ..Patch::default() };
+                let patch = Patch { error: Some(format!("cancelled by {} after an interruption", user.name)), finished_at: Some(now), release_lease: true, release_lock: true, ..Patch::default() };
                 self.store.transition(id, &[DeploymentState::Interrupted], DeploymentState::Cancelled, &patch, &user.id, now).await?;
-                self.store.release_deployment_lock(&d.env, id, now).await?;
                 self.announce(id).await?;
                 return Ok(Reply(format!("🛑 {} closed; {} is unlocked. Check what runs there with `/status {}`.", d.short_id(), d.env, d.env)));
             }
@@ -957,7 +953,10 @@ impl Engine {
             return Ok(refusal);
         }
         if let Some(how) = &d.resolution {
-            return Ok(Reply(format!("{} is already closed: {how}.", d.short_id())));
+            // Closed before; a crash may have come between that and releasing the environment.
+            let freed = self.store.release_deployment_lock(&d.env, id, self.now_ms()).await?;
+            let tail = if freed { format!(" {} was still held by it and is released now.", d.env) } else { String::new() };
+            return Ok(Reply(format!("{} is already closed: {how}.{tail}", d.short_id())));
         }
         let now = self.now_ms();
         let resolution = format!("resolved by {}: {note}", user.name);

@@ -114,8 +114,18 @@ impl Engine {
                             let _ = valid_tx.send(asked + engine.lease_ms);
                         }
                         Ok(false) => {
-                            tracing::error!("the job's lease was taken by another replica; stopping it now");
-                            let _ = valid_tx.send(i64::MIN);
+                            // Either the job released its lease itself (it ended, or went back to
+                            // waiting) and is finishing up, or another replica took it.
+                            let taken = match engine.store.deployment(id).await {
+                                Ok(Some(now)) => now.lease_owner.is_some_and(|o| o != engine.owner),
+                                _ => true,
+                            };
+                            if taken {
+                                tracing::error!("the job's lease was taken by another replica; stopping it now");
+                                let _ = valid_tx.send(i64::MIN);
+                            } else {
+                                let _ = valid_tx.send(i64::MAX);
+                            }
                             break;
                         }
                         Err(e) => tracing::warn!(error = format!("{e:#}"), "could not renew the job's lease; the job stops if it lapses"),
@@ -130,6 +140,10 @@ impl Engine {
                 loop {
                     if engine.now_ms() >= *valid_rx.borrow_and_update() {
                         return;
+                    }
+                    if *valid_rx.borrow() == i64::MAX {
+                        // Released by the job itself: nothing left to watch.
+                        return std::future::pending::<()>().await;
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(lease / 10) => {}
@@ -515,10 +529,9 @@ impl Engine {
                 .await?;
         }
         self.end_step(&d, &step, StepState::Succeeded, "history recorded").await?;
-        let patch = Patch { finished_at: Some(self.now_ms()), release_lease: true, ..Patch::default() };
+        let patch = Patch { finished_at: Some(self.now_ms()), release_lease: true, release_lock: true, ..Patch::default() };
         let executing = [DeploymentState::Running, DeploymentState::Verifying, DeploymentState::Monitoring];
         self.store.transition(d.id, &executing, DeploymentState::Succeeded, &patch, "deploybot", self.now_ms()).await?;
-        self.store.release_deployment_lock(&d.env, d.id, self.now_ms()).await?;
         self.announce(d.id).await?;
         let d = self.store.deployment(d.id).await?.context("deployment vanished")?;
         let took = d.duration_ms().map(render::seconds).unwrap_or_default();
@@ -550,10 +563,9 @@ impl Engine {
         let changed: Vec<DeploymentService> = self.store.deployment_services(d.id).await?.into_iter().filter(|s| s.state == "deployed" || s.state == "deploying").collect();
         if changed.is_empty() {
             let state = if cancelled_by.is_some() { DeploymentState::Cancelled } else { DeploymentState::Failed };
-            let patch = Patch { failed_at: cancelled_by.is_none().then_some(now), finished_at: Some(now), error: Some(reason.clone()), release_lease: true, ..Patch::default() };
+            let patch = Patch { failed_at: cancelled_by.is_none().then_some(now), finished_at: Some(now), error: Some(reason.clone()), release_lease: true, release_lock: true, ..Patch::default() };
             let executing = [DeploymentState::Running, DeploymentState::Verifying, DeploymentState::Monitoring];
             self.store.transition(d.id, &executing, state, &patch, "deploybot", now).await?;
-            self.store.release_deployment_lock(&d.env, d.id, now).await?;
             self.thread(&d, "closed", &format!("{} {} ended {}: nothing was changed in {}, so there is nothing to roll back.", state.emoji(), d.short_id(), state, d.env)).await?;
             self.write_history_file().await;
             return self.announce(d.id).await;
@@ -632,9 +644,8 @@ impl Engine {
             // Nothing could be rolled back: the deployment failed, and the next one is the way forward.
             self.store.finish_step(step.id, StepState::Skipped, Some(&detail), now).await?;
             let state = if cancelled { DeploymentState::Cancelled } else { DeploymentState::Failed };
-            let patch = Patch { finished_at: Some(now), release_lease: true, ..Patch::default() };
+            let patch = Patch { finished_at: Some(now), release_lease: true, release_lock: true, ..Patch::default() };
             self.store.transition(d.id, &[DeploymentState::RollingBack], state, &patch, "deploybot", now).await?;
-            self.store.release_deployment_lock(&d.env, d.id, now).await?;
             let runs = self.what_runs_now(&d, env).await;
             self.thread(&d, "closed", &format!(
                 "{} {} ended {state}: nothing ran in {} before it, so there is nothing to roll back.\nWhat runs now:\n{runs}\n{} is released: the next deployment is the way forward (`/deploy <version> {}`).",
@@ -654,12 +665,9 @@ impl Engine {
             (Err(_), _) => (DeploymentState::RollbackFailed, "rolled back, but verification still fails"),
         };
         let release = state != DeploymentState::RollbackFailed;
-        let patch = Patch { finished_at: Some(now), release_lease: true, ..Patch::default() };
+        let patch = Patch { finished_at: Some(now), release_lease: true, release_lock: release, ..Patch::default() };
         let from = [DeploymentState::RollingBack, DeploymentState::Verifying];
         self.store.transition(d.id, &from, state, &patch, "deploybot", now).await?;
-        if release {
-            self.store.release_deployment_lock(&d.env, d.id, now).await?;
-        }
         let text = format!("{} {} {note} ({}).", state.emoji(), d.short_id(), detail.replace('\n', ", "));
         let text = if release { text } else { self.rollback_failed_note(&d, env, &text).await };
         self.thread(&d, "rolled-back", &text).await?;

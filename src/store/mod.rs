@@ -88,6 +88,9 @@ pub struct Patch {
     pub approval_expires_at: Option<Millis>,
     /// Drop the job's lease (the job ended or was handed to a human).
     pub release_lease: bool,
+    /// Release the environment lock this deployment holds, in the same transaction: a crash
+    /// can never leave an ended deployment holding its environment.
+    pub release_lock: bool,
 }
 
 impl Store {
@@ -288,6 +291,12 @@ impl Store {
         let done = q.execute(&mut *tx).await.context("failed to record a state change")?.rows_affected() == 1;
         if done {
             audit_in(&mut tx, now, actor, &format!("state:{to}"), None, Some(id), patch.error.as_deref()).await?;
+            if patch.release_lock {
+                let released = sqlx::query("DELETE FROM locks WHERE kind = 'deployment' AND deployment_id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+                if released > 0 {
+                    audit_in(&mut tx, now, "deploybot", "unlock:deployment", None, Some(id), None).await?;
+                }
+            }
         }
         tx.commit().await?;
         Ok(done)
