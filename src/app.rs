@@ -45,21 +45,12 @@ pub fn spawn_loops(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec
     let schedules = tokio::spawn(crate::engine::schedule::Scheduler::new(engine.clone()).run(shutdown.clone()));
     let ticker = {
         let engine = engine.clone();
-        let mut shutdown = shutdown;
+        let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let mut tick = 0u64;
             loop {
                 if let Err(e) = engine.expire_approvals().await {
                     tracing::warn!(error = format!("{e:#}"), "approval expiry check failed");
                 }
-                // About every two seconds: chat events accepted but never handled (a crash, a
-                // dead replica) are handled once their lease has lapsed.
-                if tick % 8 == 0 {
-                    if let Err(e) = Box::pin(engine.resume_inbound()).await {
-                        tracing::warn!(error = format!("{e:#}"), "could not look for chat events left unhandled");
-                    }
-                }
-                tick += 1;
                 engine.outbox.flush().await;
                 // Fast enough that an edit held back by the outbox's per-channel pacing goes out
                 // soon after its turn comes.
@@ -70,7 +61,24 @@ pub fn spawn_loops(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec
             }
         })
     };
-    vec![jobs, ticker, schedules]
+    // Chat events accepted but never handled (a crash, a dead replica) are handled once their
+    // lease has lapsed; in a task of its own, so a slow command never delays the ticker.
+    let inbound = {
+        let engine = engine.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = Box::pin(engine.resume_inbound()).await {
+                    tracing::warn!(error = format!("{e:#}"), "could not look for chat events left unhandled");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+        })
+    };
+    vec![jobs, ticker, schedules, inbound]
 }
 
 /// The HTTP routes of PRODUCT.md section 9 that exist in this build.

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use deploybot::app::{self, App};
 use deploybot::chat::console;
-use deploybot::config::Config;
 use deploybot::engine::clock::SystemClock;
 use deploybot::model::{Deployment, DeploymentState, LockKind};
 
@@ -124,7 +123,7 @@ impl Harness {
     }
 
     async fn app(dir: &Path, health: std::net::SocketAddr, database_url: &str) -> App {
-        let config = Config::parse(&config_text(dir, health, database_url)).unwrap_or_else(|p| panic!("test config: {p:?}"));
+        let config = support::bot::parse_config(&config_text(dir, health, database_url));
         app::build_console_app(config, Arc::new(SystemClock), None).await.unwrap()
     }
 
