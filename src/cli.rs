@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use deploybot_commands::{Catalog, EnvName};
 
 use crate::config::Config;
-use crate::store::{render_history_markdown, Stats, Store};
+use crate::store::{render_history_markdown, Store};
 
 #[derive(Debug, Parser)]
 #[command(name = "deploybot", version, about = "Chat-ops deployment bot: windows, approvals, runbook pipeline, rollback")]
@@ -292,8 +292,7 @@ async fn stats(path: &Path, env: Option<&str>, days: u32) -> Result<()> {
     let store = open_store(&config).await?;
     let now = Utc::now();
     let since = now - chrono::Duration::days(days as i64);
-    let rows = store.stats_input(env.as_ref().map(|e| e.as_str()), since.timestamp_millis()).await?;
-    let stats = Stats::compute(&rows, days, now);
+    let stats = store.stats(env.as_ref().map(|e| e.as_str()), since.timestamp_millis(), days).await?;
     println!("{}", stats.render(env.as_ref().map_or("all environments", |e| e.as_str())));
     store.close().await;
     Ok(())

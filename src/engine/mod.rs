@@ -19,7 +19,7 @@ use crate::chat::outbox::{Draft, Outbox};
 use crate::chat::{ChatEvent, ChatPlatform, OutMessage, ReactionTarget, UserRef};
 use crate::config::{Config, Environment};
 use crate::model::*;
-use crate::store::{Patch, Stats, Store};
+use crate::store::{Patch, Store};
 use crate::targets::DeployTarget;
 
 mod access;
@@ -249,8 +249,9 @@ impl Engine {
             }
             Command::Stats { env, days } => {
                 let now = self.now();
-                let rows = self.store.stats_input(env.as_ref().map(|e| e.as_str()), (now - chrono::Duration::days(days as i64)).timestamp_millis()).await?;
-                Ok(Reply(Stats::compute(&rows, days, now).render(env.as_ref().map_or("all environments", |e| e.as_str()))))
+                let since = (now - chrono::Duration::days(days as i64)).timestamp_millis();
+                let stats = self.store.stats(env.as_ref().map(|e| e.as_str()), since, days).await?;
+                Ok(Reply(stats.render(env.as_ref().map_or("all environments", |e| e.as_str()))))
             }
             Command::Window { env } => Ok(self.window(env.as_ref())),
             Command::Lock { env, reason } => self.lock(user, &env, &reason).await,

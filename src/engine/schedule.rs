@@ -23,7 +23,7 @@ use crate::chat::outbox::Draft;
 use crate::config::Environment;
 use crate::model::{DeploymentState, Millis};
 use crate::monitor::alertmanager::span;
-use crate::store::{AlertRecord, Schedule, Stats};
+use crate::store::{AlertRecord, Schedule};
 
 const PROBE: &str = "probe";
 const DIGEST: &str = "digest";
@@ -214,8 +214,8 @@ impl Scheduler {
     async fn digest(&self, channel: &str) -> Result<()> {
         let e = &self.engine;
         let now = e.now();
-        let rows = e.store.stats_input(None, (now - chrono::Duration::days(7)).timestamp_millis()).await?;
-        let text = format!("📊 Weekly deployment digest\n{}", Stats::compute(&rows, 7, now).render("all environments"));
+        let stats = e.store.stats(None, (now - chrono::Duration::days(7)).timestamp_millis(), 7).await?;
+        let text = format!("📊 Weekly deployment digest\n{}", stats.render("all environments"));
         e.outbox
             .send(Draft { key: &format!("digest:{}", now.timestamp_millis()), channel, thread_key: None, deployment_id: None, alert_id: None, purpose: "digest", text: &text })
             .await

@@ -54,13 +54,12 @@ const WAITING: [DeploymentState; 3] = [DeploymentState::Queued, DeploymentState:
 
 async fn metrics_text(State(engine): State<Arc<Engine>>) -> Response {
     let gauges = async {
-        let count = |states: &[DeploymentState], rows: &[crate::model::Deployment]| -> Vec<(String, usize)> {
-            states.iter().map(|s| (s.as_str().to_string(), rows.iter().filter(|d| d.state == *s).count())).collect()
+        let counts = engine.store.deployment_counts().await?;
+        let count = |states: &[DeploymentState]| -> Vec<(String, usize)> {
+            states.iter().map(|s| (s.as_str().to_string(), counts.get(s.as_str()).copied().unwrap_or(0).max(0) as usize)).collect()
         };
-        let done = engine.store.deployments(None, &OUTCOMES, 1_000_000).await?;
-        let waiting = engine.store.deployments(None, &WAITING, 100_000).await?;
-        let pending = engine.store.outbox_due(i64::MAX, 100_000).await?.len();
-        anyhow::Ok(Gauges { deployments: count(&OUTCOMES, &done), queue: count(&WAITING, &waiting), outbox_pending: pending })
+        let pending = engine.store.outbox_pending().await?.max(0) as usize;
+        anyhow::Ok(Gauges { deployments: count(&OUTCOMES), queue: count(&WAITING), outbox_pending: pending })
     }
     .await;
     let gauges = gauges.unwrap_or_else(|e| {

@@ -134,44 +134,82 @@ pub struct Stats {
     pub median_duration_seconds: Option<i64>,
 }
 
+/// What `/stats` is made of before the arithmetic: the store computes these in SQL
+/// ([`super::Store::stats`]), [`Stats::compute`] from rows; [`Stats::from_counts`] does the rest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatsCounts {
+    /// Deployments of kind `deploy` (changes).
+    pub changes: usize,
+    /// Changes that succeeded and were not undone by a later `/rollback`.
+    pub succeeded: usize,
+    /// Changes that failed, rolled back, or were undone by a later `/rollback`.
+    pub failed: usize,
+    /// Changes that were not cancelled.
+    pub completed: usize,
+    pub rollbacks: usize,
+    /// Sum and number of the failed changes' times to restore (those restored).
+    pub restore_total_ms: i64,
+    pub restores: usize,
+    /// Median duration of the successful changes (undone or not).
+    pub median_ms: Option<i64>,
+}
+
 impl Stats {
     /// Deployments of kind `deploy` count as changes; a change failed when its pipeline failed,
     /// rolled back, or a later `/rollback` undid it. Time to restore runs from when the failure
     /// was detected to the end of the rollback that restored service (the job's own, or the next
     /// successful deployment or rollback in that environment).
+    ///
+    /// Linear after sorting: the restore pairing is one sweep per environment over its failures
+    /// and its successes, both in time order.
     pub fn compute(rows: &[StatsInput], days: u32, now: DateTime<Utc>) -> Stats {
         let _ = now;
         let changes: Vec<&StatsInput> = rows.iter().filter(|r| r.deployment.kind == DeploymentKind::Deploy).collect();
-        let failed_change = |r: &StatsInput| {
-            r.rolled_back_later
-                || matches!(
-                    r.deployment.state,
-                    DeploymentState::Failed | DeploymentState::RolledBack | DeploymentState::RollbackFailed | DeploymentState::Interrupted
-                )
+        let mut counts = StatsCounts {
+            changes: changes.len(),
+            succeeded: changes.iter().filter(|r| r.deployment.state == DeploymentState::Succeeded && !r.rolled_back_later).count(),
+            failed: changes.iter().filter(|r| failed_change(r)).count(),
+            completed: changes.iter().filter(|r| r.deployment.state != DeploymentState::Cancelled).count(),
+            rollbacks: rows.iter().filter(|r| r.deployment.kind == DeploymentKind::Rollback).count(),
+            ..StatsCounts::default()
         };
-        let succeeded = changes.iter().filter(|r| r.deployment.state == DeploymentState::Succeeded && !r.rolled_back_later).count();
-        let failed = changes.iter().filter(|r| failed_change(r)).count();
-        let completed = changes.iter().filter(|r| r.deployment.state != DeploymentState::Cancelled).count();
-        let mut restores = Vec::new();
+        // Per environment: its successes by end time, and its failures awaiting a restore by detection time.
+        type EnvSweep<'a> = (Vec<(Millis, i64)>, Vec<(Millis, i64)>);
+        let mut by_env: std::collections::HashMap<&str, EnvSweep> = std::collections::HashMap::new();
+        for r in rows {
+            let d = &r.deployment;
+            if d.state == DeploymentState::Succeeded {
+                if let Some(f) = d.finished_at {
+                    by_env.entry(d.env.as_str()).or_default().0.push((f, d.id));
+                }
+            }
+        }
         for r in changes.iter().filter(|r| failed_change(r)) {
             let d = &r.deployment;
             let detected = d.failed_at.or(d.finished_at).unwrap_or(d.created_at);
-            let restored = if d.state == DeploymentState::RolledBack {
-                d.finished_at
+            if d.state == DeploymentState::RolledBack {
+                if let Some(end) = d.finished_at {
+                    counts.restore_total_ms += (end - detected).max(0);
+                    counts.restores += 1;
+                }
             } else {
-                rows.iter()
-                    .map(|o| &o.deployment)
-                    .filter(|o| {
-                        o.env == d.env
-                            && o.id != d.id
-                            && o.state == DeploymentState::Succeeded
-                            && o.finished_at.is_some_and(|f| f >= detected)
-                    })
-                    .filter_map(|o| o.finished_at)
-                    .min()
-            };
-            if let Some(end) = restored {
-                restores.push((end - detected).max(0));
+                by_env.entry(d.env.as_str()).or_default().1.push((detected, d.id));
+            }
+        }
+        for (successes, failures) in by_env.values_mut() {
+            successes.sort_unstable();
+            failures.sort_unstable();
+            let mut next = 0;
+            for &(detected, id) in failures.iter() {
+                while next < successes.len() && successes[next].0 < detected {
+                    next += 1;
+                }
+                // The first success at or after detection that is not the failed change itself.
+                let restored = successes[next..].iter().take(2).find(|(_, other)| *other != id).map(|(end, _)| *end);
+                if let Some(end) = restored {
+                    counts.restore_total_ms += end - detected;
+                    counts.restores += 1;
+                }
             }
         }
         let mut durations: Vec<i64> = changes
@@ -180,24 +218,21 @@ impl Stats {
             .filter_map(|r| r.deployment.duration_ms())
             .collect();
         durations.sort_unstable();
-        let median = (!durations.is_empty()).then(|| {
-            let n = durations.len();
-            if n % 2 == 1 {
-                durations[n / 2]
-            } else {
-                (durations[n / 2 - 1] + durations[n / 2]) / 2
-            }
-        });
+        counts.median_ms = median_of_sorted(&durations);
+        Stats::from_counts(days, &counts)
+    }
+
+    pub fn from_counts(days: u32, c: &StatsCounts) -> Stats {
         Stats {
             days,
-            deployments: changes.len(),
-            succeeded,
-            failed,
-            rollbacks: rows.iter().filter(|r| r.deployment.kind == DeploymentKind::Rollback).count(),
-            per_week: if days == 0 { 0.0 } else { succeeded as f64 * 7.0 / days as f64 },
-            change_failure_rate: (completed > 0).then(|| failed as f64 / completed as f64),
-            mean_time_to_restore_seconds: (!restores.is_empty()).then(|| restores.iter().sum::<i64>() / restores.len() as i64 / 1000),
-            median_duration_seconds: median.map(|ms| ms / 1000),
+            deployments: c.changes,
+            succeeded: c.succeeded,
+            failed: c.failed,
+            rollbacks: c.rollbacks,
+            per_week: if days == 0 { 0.0 } else { c.succeeded as f64 * 7.0 / days as f64 },
+            change_failure_rate: (c.completed > 0).then(|| c.failed as f64 / c.completed as f64),
+            mean_time_to_restore_seconds: (c.restores > 0).then(|| c.restore_total_ms / c.restores as i64 / 1000),
+            median_duration_seconds: c.median_ms.map(|ms| ms / 1000),
         }
     }
 
@@ -222,6 +257,17 @@ impl Stats {
             self.rollbacks
         )
     }
+}
+
+fn failed_change(r: &StatsInput) -> bool {
+    r.rolled_back_later
+        || matches!(r.deployment.state, DeploymentState::Failed | DeploymentState::RolledBack | DeploymentState::RollbackFailed | DeploymentState::Interrupted)
+}
+
+/// The median of sorted values; of an even count, the mean of the middle two (integer division).
+pub(super) fn median_of_sorted(sorted: &[i64]) -> Option<i64> {
+    let n = sorted.len();
+    (n > 0).then(|| if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2 })
 }
 
 #[cfg(test)]

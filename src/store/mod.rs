@@ -14,8 +14,10 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::model::*;
 
 mod history;
+mod seed;
 
-pub use history::{render_history_markdown, Stats, StatsInput};
+pub use history::{render_history_markdown, Stats, StatsCounts, StatsInput};
+pub use seed::{SeedReport, SeedSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -71,9 +73,20 @@ pub fn describe_url(url: &str) -> String {
     }
 }
 
+/// A bound parameter of a query whose plan [`Store::query_plans`] shows.
+enum Param {
+    Int(i64),
+    Text(String),
+}
+
 const DEPLOYMENT_COLUMNS: &str = "id, env, kind, version, services, state, requested_by, requested_by_name, channel, \
     hotfix_reason, scheduled_for, rollback_of, with_db, approvals_required, approval_expires_at, current_step, cancel_requested_by, issues, error, \
     lease_owner, lease_until, rev, created_at, started_at, failed_at, finished_at, updated_at, request_event, resolution";
+
+/// The rollbacks of a deployment (`deployments_rollback_of`).
+fn rollbacks_of_sql() -> String {
+    format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE rollback_of = $1 ORDER BY id")
+}
 
 /// Fields a transition may set alongside the state.
 #[derive(Debug, Default, Clone)]
@@ -376,6 +389,17 @@ impl Store {
             q = q.bind(e.to_string());
         }
         q.fetch_all(&self.pool).await?.iter().map(deployment_from_row).collect()
+    }
+
+    /// How many deployments are in each state, from the counts the triggers of migration 0003
+    /// keep: `/metrics` reads a dozen rows, not the history.
+    pub async fn deployment_counts(&self) -> Result<std::collections::HashMap<String, i64>> {
+        sqlx::query("SELECT state, n FROM deployment_counts")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 
     /// The deployments that hold or wait for the environment.
@@ -886,6 +910,11 @@ impl Store {
         row.as_ref().map(message_from_row).transpose()
     }
 
+    /// How many messages wait to be posted or edited (for `/metrics`).
+    pub async fn outbox_pending(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM chat_messages WHERE state = 'pending'").fetch_one(&self.pool).await?.try_get(0)?)
+    }
+
     /// Messages waiting to be posted or edited, oldest first.
     pub async fn outbox_due(&self, now: Millis, limit: i64) -> Result<Vec<StoredMessage>> {
         sqlx::query(&format!(
@@ -1057,11 +1086,7 @@ impl Store {
 
     /// Finished deployments (those that ran), newest first, in the runbook's template fields.
     pub async fn history(&self, env: Option<&str>, limit: i64, tz: chrono_tz::Tz) -> Result<Vec<HistoryEntry>> {
-        let mut sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE started_at IS NOT NULL AND finished_at IS NOT NULL");
-        if env.is_some() {
-            sql.push_str(" AND env = $2");
-        }
-        sql.push_str(" ORDER BY finished_at DESC, id DESC LIMIT $1");
+        let sql = history_sql(env.is_some());
         let mut q = sqlx::query(&sql).bind(limit);
         if let Some(e) = env {
             q = q.bind(e.to_string());
@@ -1089,7 +1114,7 @@ impl Store {
     }
 
     async fn rollbacks_of(&self, id: i64) -> Result<Vec<Deployment>> {
-        sqlx::query(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE rollback_of = $1 ORDER BY id"))
+        sqlx::query(&rollbacks_of_sql())
             .bind(id)
             .fetch_all(&self.pool)
             .await?
@@ -1105,6 +1130,94 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.and_then(|r| r.try_get::<Option<String>, _>(0).ok().flatten()))
+    }
+
+    /// `/stats` over the deployments finished since `since`, computed by the database in a few
+    /// scans of a covering index (`deployments_finished`, `deployments_env_finished`); the same
+    /// numbers as [`Stats::compute`] over [`Store::stats_input`], without reading the rows out.
+    pub async fn stats(&self, env: Option<&str>, since: Millis, days: u32) -> Result<Stats> {
+        let (window, next_param) = stats_window(env.is_some());
+        let counts_sql = stats_counts_sql(&window);
+        let mut q = sqlx::query(&counts_sql).bind(since);
+        if let Some(e) = env {
+            q = q.bind(e.to_string());
+        }
+        let row = q.fetch_one(&self.pool).await.context("failed to count deployments for /stats")?;
+        let count = |i: usize| -> Result<usize> { Ok(row.try_get::<i64, _>(i)?.max(0) as usize) };
+        let mut c = StatsCounts {
+            changes: count(0)?,
+            succeeded: count(1)?,
+            failed: count(2)?,
+            completed: count(3)?,
+            rollbacks: count(4)?,
+            ..StatsCounts::default()
+        };
+        let with_duration = count(5)?;
+
+        // The middle one or two durations: the database sorts, only they come back.
+        if with_duration > 0 {
+            let (offset, take) = if with_duration % 2 == 1 { (with_duration / 2, 1) } else { (with_duration / 2 - 1, 2) };
+            let sql = stats_median_sql(&window, next_param);
+            let mut q = sqlx::query(&sql).bind(since);
+            if let Some(e) = env {
+                q = q.bind(e.to_string());
+            }
+            let middle: Vec<i64> =
+                q.bind(take as i64).bind(offset as i64).fetch_all(&self.pool).await?.iter().map(|r| r.try_get::<i64, _>(0)).collect::<Result<_, _>>()?;
+            c.median_ms = history::median_of_sorted(&middle);
+        }
+
+        let sql = stats_restore_sql(&window);
+        let mut q = sqlx::query(&sql).bind(since);
+        if let Some(e) = env {
+            q = q.bind(e.to_string());
+        }
+        let row = q.fetch_one(&self.pool).await.context("failed to compute the time to restore for /stats")?;
+        c.restore_total_ms = row.try_get(0)?;
+        c.restores = row.try_get::<i64, _>(1)?.max(0) as usize;
+        Ok(Stats::from_counts(days, &c))
+    }
+
+    /// The database's plans (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`) of the
+    /// queries behind `/history`, `/stats` and `/metrics`, by name, for the tests and the
+    /// benchmark that check they search indexes rather than scan the history.
+    pub async fn query_plans(&self, env: &str, since: Millis) -> Result<Vec<(&'static str, String)>> {
+        let prefix = match self.dialect {
+            Dialect::Sqlite => "EXPLAIN QUERY PLAN ",
+            Dialect::Postgres => "EXPLAIN ",
+        };
+        let (window_env, next_env) = stats_window(true);
+        let (window_all, next_all) = stats_window(false);
+        let queries: Vec<(&'static str, String, Vec<Param>)> = vec![
+            ("history --env", history_sql(true), vec![Param::Int(20), Param::Text(env.to_string())]),
+            ("history", history_sql(false), vec![Param::Int(20)]),
+            ("history: rolled back by", rollbacks_of_sql(), vec![Param::Int(1)]),
+            ("stats --env: counts", stats_counts_sql(&window_env), vec![Param::Int(since), Param::Text(env.to_string())]),
+            ("stats --env: median", stats_median_sql(&window_env, next_env), vec![Param::Int(since), Param::Text(env.to_string()), Param::Int(2), Param::Int(0)]),
+            ("stats --env: restore", stats_restore_sql(&window_env), vec![Param::Int(since), Param::Text(env.to_string())]),
+            ("stats: counts", stats_counts_sql(&window_all), vec![Param::Int(since)]),
+            ("stats: median", stats_median_sql(&window_all, next_all), vec![Param::Int(since), Param::Int(2), Param::Int(0)]),
+            ("stats: restore", stats_restore_sql(&window_all), vec![Param::Int(since)]),
+        ];
+        let mut out = Vec::with_capacity(queries.len());
+        for (name, sql, params) in queries {
+            let explain = format!("{prefix}{sql}");
+            let mut q = sqlx::query(&explain);
+            for p in params {
+                q = match p {
+                    Param::Int(v) => q.bind(v),
+                    Param::Text(v) => q.bind(v),
+                };
+            }
+            let rows = q.fetch_all(&self.pool).await.with_context(|| format!("cannot explain the {name} query"))?;
+            let column = match self.dialect {
+                Dialect::Sqlite => 3,
+                Dialect::Postgres => 0,
+            };
+            let lines: Vec<String> = rows.iter().map(|r| r.try_get::<String, _>(column)).collect::<Result<_, _>>()?;
+            out.push((name, lines.join("\n")));
+        }
+        Ok(out)
     }
 
     /// Deployments finished since `since`, for `/stats`.
@@ -1150,6 +1263,91 @@ async fn audit_in(
         .await
         .context("failed to write the audit log")?;
     Ok(())
+}
+
+/// Finished deployments newest first: a backward range of `deployments_env_finished` (or
+/// `deployments_finished`) that stops after `$1` rows.
+fn history_sql(by_env: bool) -> String {
+    let env = if by_env { " AND env = $2" } else { "" };
+    format!(
+        "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE started_at IS NOT NULL AND finished_at IS NOT NULL{env} \
+         ORDER BY finished_at DESC, id DESC LIMIT $1"
+    )
+}
+
+fn stats_counts_sql(window: &str) -> String {
+    format!(
+        "WITH {window} SELECT \
+           COUNT(CASE WHEN kind = 'deploy' THEN 1 END), \
+           COUNT(CASE WHEN kind = 'deploy' AND state = 'succeeded' AND later = 0 THEN 1 END), \
+           COUNT(CASE WHEN kind = 'deploy' AND {FAILED_CHANGE} THEN 1 END), \
+           COUNT(CASE WHEN kind = 'deploy' AND state <> 'cancelled' THEN 1 END), \
+           COUNT(CASE WHEN kind = 'rollback' THEN 1 END), \
+           COUNT(CASE WHEN kind = 'deploy' AND state = 'succeeded' THEN 1 END) \
+         FROM w"
+    )
+}
+
+/// The middle durations: `LIMIT $next OFFSET $next+1`.
+fn stats_median_sql(window: &str, next_param: usize) -> String {
+    format!(
+        "WITH {window} SELECT finished_at - started_at AS ms FROM w WHERE kind = 'deploy' AND state = 'succeeded' \
+         ORDER BY ms LIMIT ${} OFFSET ${}",
+        next_param,
+        next_param + 1
+    )
+}
+
+/// Time to restore. A failure is restored by its own rollback (rolled_back), else by the first
+/// success in its environment that ended at or after the failure was detected and is not the
+/// failed change itself (one undone later by /rollback had succeeded). One window sweep per
+/// environment over failures and successes in time order: `first_after` is the first success at
+/// or after each event; for a failed change whose own success is that first one (`seen` says
+/// nothing came between), the one after it (`next_after`).
+fn stats_restore_sql(window: &str) -> String {
+    format!(
+        "WITH {window}, \
+         ev AS ( \
+           SELECT env, id, finished_at AS t, 1 AS s, CASE WHEN kind = 'deploy' AND later = 1 THEN 1 ELSE 0 END AS also_failed \
+             FROM w WHERE state = 'succeeded' \
+           UNION ALL \
+           SELECT env, id, COALESCE(failed_at, finished_at) AS t, 0 AS s, 0 AS also_failed \
+             FROM w WHERE kind = 'deploy' AND state <> 'rolled_back' AND {FAILED_CHANGE}), \
+         sw AS ( \
+           SELECT id, t, s, also_failed, \
+             MIN(CASE WHEN s = 1 THEN t END) OVER (PARTITION BY env ORDER BY t, s, id ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS first_after, \
+             MIN(CASE WHEN s = 1 THEN t END) OVER (PARTITION BY env ORDER BY t, s, id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS next_after, \
+             COUNT(CASE WHEN s = 1 THEN 1 END) OVER (PARTITION BY env ORDER BY t, s, id ROWS UNBOUNDED PRECEDING) AS seen \
+           FROM ev), \
+         r AS ( \
+           SELECT q.t AS detected, CASE WHEN own.id IS NOT NULL AND own.seen = q.seen + 1 THEN own.next_after ELSE q.first_after END AS restored \
+             FROM sw q LEFT JOIN (SELECT id, seen, next_after FROM sw WHERE s = 1 AND also_failed = 1) own ON own.id = q.id \
+             WHERE q.s = 0 \
+           UNION ALL \
+           SELECT COALESCE(failed_at, finished_at) AS detected, finished_at AS restored FROM w WHERE kind = 'deploy' AND state = 'rolled_back') \
+         SELECT CAST(COALESCE(SUM(CASE WHEN restored > detected THEN restored - detected ELSE 0 END), 0) AS BIGINT), COUNT(restored) FROM r"
+    )
+}
+
+/// A change (a deployment of kind `deploy`) that failed, in SQL over the `/stats` window `w`.
+const FAILED_CHANGE: &str = "(later = 1 OR state IN ('failed', 'rolled_back', 'rollback_failed', 'interrupted'))";
+
+/// The `/stats` window as common table expressions: `w`, the deployments that ran and finished
+/// since `$1` (in environment `$2` when filtered), each with `later` = 1 when a `/rollback` in
+/// the window undid it. Returns them and the number of the next free parameter.
+fn stats_window(by_env: bool) -> (String, usize) {
+    let (env_rb, env_d, next) = if by_env { (" AND env = $2", " AND d.env = $2", 3) } else { ("", "", 2) };
+    (
+        format!(
+            "rb AS (SELECT DISTINCT rollback_of AS target FROM deployments \
+                    WHERE rollback_of IS NOT NULL AND finished_at >= $1 AND started_at IS NOT NULL{env_rb}), \
+             w AS (SELECT d.id, d.env, d.kind, d.state, d.started_at, d.failed_at, d.finished_at, \
+                          CASE WHEN rb.target IS NULL THEN 0 ELSE 1 END AS later \
+                   FROM deployments d LEFT JOIN rb ON rb.target = d.id \
+                   WHERE d.finished_at >= $1 AND d.started_at IS NOT NULL{env_d})"
+        ),
+        next,
+    )
 }
 
 /// A message as the outbox receives it.
