@@ -6,6 +6,10 @@ CREATE INDEX deployments_env_finished ON deployments (env, finished_at, id, kind
 CREATE INDEX deployments_finished ON deployments (finished_at, id, env, kind, state, started_at, failed_at, rollback_of);
 -- "rolled back by #…" in history and "undone by a later /rollback" in /stats.
 CREATE INDEX deployments_rollback_of ON deployments (rollback_of, finished_at, env, started_at);
+-- The job runner's claim: the few jobs that may run, oldest first, not a walk of the history.
+-- The state list is the one claim_job names, so the planner can prove it applies.
+CREATE INDEX deployments_claimable ON deployments (id)
+    WHERE state IN ('queued', 'scheduled', 'running', 'verifying', 'monitoring', 'rolling_back');
 
 -- Deployments per state, kept by triggers so /metrics reads a dozen rows instead of counting a
 -- million on every scrape. Seeded from what is there.

@@ -410,20 +410,10 @@ impl Store {
 
     /// Takes the lease of the oldest job that is ready to run (queued, or scheduled and due), or
     /// whose previous lease expired while it was executing. Each job is handed to exactly one replica.
+    /// The states are those of the partial index `deployments_claimable` (migration 0003): a claim
+    /// reads the few live jobs, not the finished history.
     pub async fn claim_job(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Option<Deployment>> {
-        let lock_clause = match self.dialect {
-            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
-        };
-        let sql = format!(
-            "UPDATE deployments SET lease_owner = $1, lease_until = $2, rev = rev + 1 WHERE id = (\
-               SELECT id FROM deployments WHERE \
-                 ((state = 'queued') OR (state = 'scheduled' AND scheduled_for <= $3) \
-                  OR (state IN ('running', 'verifying', 'monitoring', 'rolling_back'))) \
-                 AND (lease_until IS NULL OR lease_until < $3) \
-               ORDER BY id LIMIT 1{lock_clause}) \
-             RETURNING {DEPLOYMENT_COLUMNS}"
-        );
+        let sql = claim_sql(self.dialect);
         let row = sqlx::query(&sql).bind(owner).bind(now + lease_ms).bind(now).fetch_optional(&self.pool).await?;
         row.as_ref().map(deployment_from_row).transpose()
     }
@@ -1167,19 +1157,30 @@ impl Store {
             c.median_ms = history::median_of_sorted(&middle);
         }
 
-        let sql = stats_restore_sql(&window);
+        // A change that rolled back was restored when its own rollback ended.
+        c.restore_total_ms = row.try_get(6)?;
+        c.restores = count(7)?;
+        let sql = stats_restore_sql(&window, env.is_some());
         let mut q = sqlx::query(&sql).bind(since);
         if let Some(e) = env {
             q = q.bind(e.to_string());
         }
-        let row = q.fetch_one(&self.pool).await.context("failed to compute the time to restore for /stats")?;
-        c.restore_total_ms = row.try_get(0)?;
-        c.restores = row.try_get::<i64, _>(1)?.max(0) as usize;
+        let events = q
+            .fetch_all(&self.pool)
+            .await
+            .context("failed to read the failures and restores for /stats")?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(2)?, r.try_get(1)?, r.try_get::<i64, _>(3)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let (total, restores) = restore_sweep(events);
+        c.restore_total_ms += total;
+        c.restores += restores;
         Ok(Stats::from_counts(days, &c))
     }
 
-    /// The database's plans (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`) of the
-    /// queries behind `/history`, `/stats` and `/metrics`, by name, for the tests and the
+    /// The database's plans (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`, which plans an
+    /// UPDATE without running it) of the queries behind `/history`, `/stats` and the job
+    /// runner's claim, by name, for the tests and the
     /// benchmark that check they search indexes rather than scan the history.
     pub async fn query_plans(&self, env: &str, since: Millis) -> Result<Vec<(&'static str, String)>> {
         let prefix = match self.dialect {
@@ -1192,12 +1193,13 @@ impl Store {
             ("history --env", history_sql(true), vec![Param::Int(20), Param::Text(env.to_string())]),
             ("history", history_sql(false), vec![Param::Int(20)]),
             ("history: rolled back by", rollbacks_of_sql(), vec![Param::Int(1)]),
+            ("claim_job", claim_sql(self.dialect), vec![Param::Text("explain".into()), Param::Int(since), Param::Int(since)]),
             ("stats --env: counts", stats_counts_sql(&window_env), vec![Param::Int(since), Param::Text(env.to_string())]),
             ("stats --env: median", stats_median_sql(&window_env, next_env), vec![Param::Int(since), Param::Text(env.to_string()), Param::Int(2), Param::Int(0)]),
-            ("stats --env: restore", stats_restore_sql(&window_env), vec![Param::Int(since), Param::Text(env.to_string())]),
+            ("stats --env: restore", stats_restore_sql(&window_env, true), vec![Param::Int(since), Param::Text(env.to_string())]),
             ("stats: counts", stats_counts_sql(&window_all), vec![Param::Int(since)]),
             ("stats: median", stats_median_sql(&window_all, next_all), vec![Param::Int(since), Param::Int(2), Param::Int(0)]),
-            ("stats: restore", stats_restore_sql(&window_all), vec![Param::Int(since)]),
+            ("stats: restore", stats_restore_sql(&window_all, false), vec![Param::Int(since)]),
         ];
         let mut out = Vec::with_capacity(queries.len());
         for (name, sql, params) in queries {
@@ -1283,7 +1285,10 @@ fn stats_counts_sql(window: &str) -> String {
            COUNT(CASE WHEN kind = 'deploy' AND {FAILED_CHANGE} THEN 1 END), \
            COUNT(CASE WHEN kind = 'deploy' AND state <> 'cancelled' THEN 1 END), \
            COUNT(CASE WHEN kind = 'rollback' THEN 1 END), \
-           COUNT(CASE WHEN kind = 'deploy' AND state = 'succeeded' THEN 1 END) \
+           COUNT(CASE WHEN kind = 'deploy' AND state = 'succeeded' THEN 1 END), \
+           CAST(COALESCE(SUM(CASE WHEN kind = 'deploy' AND state = 'rolled_back' AND finished_at > COALESCE(failed_at, finished_at) \
+                                  THEN finished_at - COALESCE(failed_at, finished_at) ELSE 0 END), 0) AS BIGINT), \
+           COUNT(CASE WHEN kind = 'deploy' AND state = 'rolled_back' THEN 1 END) \
          FROM w"
     )
 }
@@ -1298,43 +1303,91 @@ fn stats_median_sql(window: &str, next_param: usize) -> String {
     )
 }
 
-/// Time to restore. A failure is restored by its own rollback (rolled_back), else by the first
-/// success in its environment that ended at or after the failure was detected and is not the
-/// failed change itself (one undone later by /rollback had succeeded). One window sweep per
-/// environment over failures and successes in time order: `first_after` is the first success at
-/// or after each event; for a failed change whose own success is that first one (`seen` says
-/// nothing came between), the one after it (`next_after`).
-fn stats_restore_sql(window: &str) -> String {
+/// Time to restore, the events of the pairing: the failed changes not restored by their own
+/// rollback (`s` = 0, at their detection) and the successes (`s` = 1, at their end), per
+/// environment in time order — but only the successes some failure can pair with: the first
+/// after a failure, and the one after a success that is itself a failed change (undone later
+/// by /rollback), which cannot restore itself. [`restore_sweep`] pairs them. `ev` is
+/// materialized: otherwise SQLite pushes the window's order into the scan and walks the whole
+/// environment index in order instead of searching the window's range. In the second branch
+/// `state || ''` keeps the planner off the state index (every success), so the few rollback
+/// targets drive the join.
+fn stats_restore_sql(window: &str, by_env: bool) -> String {
+    let env_d = if by_env { " AND d.env = $2" } else { "" };
     format!(
         "WITH {window}, \
-         ev AS ( \
-           SELECT env, id, finished_at AS t, 1 AS s, CASE WHEN kind = 'deploy' AND later = 1 THEN 1 ELSE 0 END AS also_failed \
-             FROM w WHERE state = 'succeeded' \
+         ev AS MATERIALIZED ( \
+           SELECT env, id, \
+             CASE WHEN state = 'succeeded' THEN finished_at ELSE COALESCE(failed_at, finished_at) END AS t, \
+             CASE WHEN state = 'succeeded' THEN 1 ELSE 0 END AS s, \
+             CASE WHEN state = 'succeeded' AND kind = 'deploy' AND later = 1 THEN 1 ELSE 0 END AS also_failed \
+           FROM w WHERE state = 'succeeded' OR (kind = 'deploy' AND state <> 'rolled_back' AND {FAILED_CHANGE}) \
            UNION ALL \
-           SELECT env, id, COALESCE(failed_at, finished_at) AS t, 0 AS s, 0 AS also_failed \
-             FROM w WHERE kind = 'deploy' AND state <> 'rolled_back' AND {FAILED_CHANGE}), \
-         sw AS ( \
-           SELECT id, t, s, also_failed, \
-             MIN(CASE WHEN s = 1 THEN t END) OVER (PARTITION BY env ORDER BY t, s, id ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS first_after, \
-             MIN(CASE WHEN s = 1 THEN t END) OVER (PARTITION BY env ORDER BY t, s, id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS next_after, \
-             COUNT(CASE WHEN s = 1 THEN 1 END) OVER (PARTITION BY env ORDER BY t, s, id ROWS UNBOUNDED PRECEDING) AS seen \
-           FROM ev), \
-         r AS ( \
-           SELECT q.t AS detected, CASE WHEN own.id IS NOT NULL AND own.seen = q.seen + 1 THEN own.next_after ELSE q.first_after END AS restored \
-             FROM sw q LEFT JOIN (SELECT id, seen, next_after FROM sw WHERE s = 1 AND also_failed = 1) own ON own.id = q.id \
-             WHERE q.s = 0 \
-           UNION ALL \
-           SELECT COALESCE(failed_at, finished_at) AS detected, finished_at AS restored FROM w WHERE kind = 'deploy' AND state = 'rolled_back') \
-         SELECT CAST(COALESCE(SUM(CASE WHEN restored > detected THEN restored - detected ELSE 0 END), 0) AS BIGINT), COUNT(restored) FROM r"
+           SELECT d.env, d.id, COALESCE(d.failed_at, d.finished_at) AS t, 0 AS s, 0 AS also_failed \
+           FROM rb JOIN deployments d ON d.id = rb.target \
+           WHERE d.state || '' = 'succeeded' AND d.kind = 'deploy' AND d.finished_at >= $1 AND d.started_at IS NOT NULL{env_d}), \
+         seq AS ( \
+           SELECT env, id, t, s, LAG(s) OVER win AS prev_s, LAG(also_failed) OVER win AS prev_also_failed \
+           FROM ev WINDOW win AS (PARTITION BY env ORDER BY t, s, id)) \
+         SELECT env, id, t, CAST(s AS BIGINT) FROM seq WHERE s = 0 OR prev_s = 0 OR prev_also_failed = 1"
     )
 }
+
+/// Pairs each failure with the first success after it (same environment, ended at or after
+/// the detection, not the failure itself): one pass over the events in time order. Returns
+/// the sum of the times to restore and how many were restored.
+fn restore_sweep(mut events: Vec<(String, Millis, i64, i64)>) -> (i64, usize) {
+    events.sort_unstable_by(|a, b| (&a.0, a.1, a.3, a.2).cmp(&(&b.0, b.1, b.3, b.2)));
+    let (mut total, mut restored) = (0, 0);
+    let mut waiting: Vec<(Millis, i64)> = Vec::new();
+    let mut env: Option<&str> = None;
+    for (e, t, id, s) in &events {
+        if env != Some(e.as_str()) {
+            waiting.clear();
+            env = Some(e.as_str());
+        }
+        if *s == 0 {
+            waiting.push((*t, *id));
+            continue;
+        }
+        waiting.retain(|(detected, failed)| {
+            if failed == id {
+                return true;
+            }
+            total += t - detected;
+            restored += 1;
+            false
+        });
+    }
+    (total, restored)
+}
+
+fn claim_sql(dialect: Dialect) -> String {
+    let lock_clause = match dialect {
+        Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        Dialect::Sqlite => "",
+    };
+    format!(
+        "UPDATE deployments SET lease_owner = $1, lease_until = $2, rev = rev + 1 WHERE id = (\
+           SELECT id FROM deployments WHERE {CLAIMABLE} \
+             AND (state <> 'scheduled' OR scheduled_for <= $3) \
+             AND (lease_until IS NULL OR lease_until < $3) \
+           ORDER BY id LIMIT 1{lock_clause}) \
+         RETURNING {DEPLOYMENT_COLUMNS}"
+    )
+}
+
+/// The states a job can be claimed in: the predicate of the partial index `deployments_claimable`,
+/// written exactly as there so both planners can prove the index applies.
+const CLAIMABLE: &str = "state IN ('queued', 'scheduled', 'running', 'verifying', 'monitoring', 'rolling_back')";
 
 /// A change (a deployment of kind `deploy`) that failed, in SQL over the `/stats` window `w`.
 const FAILED_CHANGE: &str = "(later = 1 OR state IN ('failed', 'rolled_back', 'rollback_failed', 'interrupted'))";
 
 /// The `/stats` window as common table expressions: `w`, the deployments that ran and finished
 /// since `$1` (in environment `$2` when filtered), each with `later` = 1 when a `/rollback` in
-/// the window undid it. Returns them and the number of the next free parameter.
+/// the window undid it (`IN`: a lookup in the rollback targets, built once, whatever the join
+/// order the planner would pick). Returns them and the number of the next free parameter.
 fn stats_window(by_env: bool) -> (String, usize) {
     let (env_rb, env_d, next) = if by_env { (" AND env = $2", " AND d.env = $2", 3) } else { ("", "", 2) };
     (
@@ -1342,8 +1395,8 @@ fn stats_window(by_env: bool) -> (String, usize) {
             "rb AS (SELECT DISTINCT rollback_of AS target FROM deployments \
                     WHERE rollback_of IS NOT NULL AND finished_at >= $1 AND started_at IS NOT NULL{env_rb}), \
              w AS (SELECT d.id, d.env, d.kind, d.state, d.started_at, d.failed_at, d.finished_at, \
-                          CASE WHEN rb.target IS NULL THEN 0 ELSE 1 END AS later \
-                   FROM deployments d LEFT JOIN rb ON rb.target = d.id \
+                          CASE WHEN d.id IN (SELECT target FROM rb) THEN 1 ELSE 0 END AS later \
+                   FROM deployments d \
                    WHERE d.finished_at >= $1 AND d.started_at IS NOT NULL{env_d})"
         ),
         next,
