@@ -1,7 +1,7 @@
 //! History, `/stats` and `/metrics` at scale (issue 10), on SQLite and on PostgreSQL: the
 //! database computes `/stats` exactly as the row-by-row computation did, `/metrics` counts follow
 //! every state change, and the queries search indexes instead of scanning the history. The
-//! timed runs are in `benches/scale.rs`; this is its small-N smoke, untimed.
+//! timed runs are `benches/scale.py`; the last test runs it on a small history, untimed.
 
 mod support;
 
@@ -266,5 +266,32 @@ async fn a_seeded_history_is_read_through_indexes_with_the_same_numbers() {
         // New requests still get fresh ids after the explicit ones.
         let d = db.create_deployment(&request("staging", "v2.0.0", DeploymentState::Queued), end).await.unwrap();
         assert_eq!(d.id, 2_001, "{}", db.name);
+    }
+}
+
+/// `benches/scale.py` on 2 000 deployments and 5 environments with this build's binary: its
+/// seeding goes through the schema the migrations make, and every command it times answers.
+/// Untimed: the figures are the README's, measured at 1 M.
+#[test]
+fn the_scale_benchmark_runs_on_a_small_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/scale.py"))
+        .env("DEPLOYBOT_BIN", env!("CARGO_BIN_EXE_deploybot"))
+        .env("SCALE_DEPLOYMENTS", "2000")
+        .env("SCALE_RUNS", "1")
+        .env("FLEET_ENVS", "5")
+        .env("SCALE_DIR", dir.path());
+    if support::db::pg_admin_url().is_none() {
+        cmd.env("SCALE_STORES", "sqlite");
+    }
+    let out = cmd.output().expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "benches/scale.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for line in ["| sqlite | `history --env production --limit 20` |", "| sqlite | `stats --days 365` |", "| sqlite | `GET /metrics` |", "fleet: 5 environments"] {
+        assert!(stdout.contains(line), "no {line:?} in\n{stdout}");
+    }
+    if support::db::pg_admin_url().is_some() {
+        assert!(stdout.contains("| postgres | `stats --days 30` |"), "{stdout}");
     }
 }
