@@ -180,13 +180,27 @@ def seed_postgres(url, n, end):
 
 
 def run_cli(config, args):
+    """Wall time and peak RSS (KiB) of one run. The peak is the process's own VmHWM, read until it
+    exits: rusage's maxrss would include this (large, seeding) Python process's, inherited at fork."""
     t0 = time.perf_counter()
     p = subprocess.Popen([BIN, "--config", config, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
+    peak = 0
+    while True:
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+        pid, status = os.waitpid(p.pid, os.WNOHANG)
+        if pid:
+            break
+        time.sleep(0.001)
     elapsed = time.perf_counter() - t0
     if status != 0:
         raise SystemExit(f"deploybot {args} failed: {p.stderr.read().decode()}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, peak
 
 
 def scrape(port):
