@@ -7,6 +7,8 @@ COPY commands ./commands
 COPY standin ./standin
 COPY migrations ./migrations
 COPY src ./src
+# Cargo.toml declares the benches: without their files the manifest does not load.
+COPY benches ./benches
 RUN cargo build --release --locked --bin deploybot
 
 FROM debian:bookworm-slim

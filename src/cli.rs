@@ -173,7 +173,7 @@ fn check_config(path: &Path) -> ExitCode {
     let missing: Vec<String> = config
         .required_secrets()
         .into_iter()
-        .filter(|(_, s)| s.resolve().is_err())
+        .filter(|(_, s)| s.resolve_in(&config.vars).is_err())
         .map(|(key, s)| format!("  - {key}: environment variable {} is not set", s.var()))
         .collect();
     if !missing.is_empty() {
@@ -181,6 +181,9 @@ fn check_config(path: &Path) -> ExitCode {
         return ExitCode::from(1);
     }
     print!("{}", config.summary());
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
     ExitCode::SUCCESS
 }
 

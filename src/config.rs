@@ -318,6 +318,17 @@ pub struct MigrationConfig {
     pub workdir: Option<String>,
     #[serde(default = "default_migration_timeout")]
     pub timeout: String,
+    /// The command's extra environment; values may hold `${VAR}` references, expanded when it runs
+    /// (secrets such as `FLYWAY_URL` go here, never in `command`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl MigrationConfig {
+    /// The `env` table with its references read now; the values become known secrets.
+    pub fn expanded_env(&self, vars: &crate::secrets::Vars) -> Result<Vec<(String, String)>, String> {
+        crate::secrets::expand_env_table(&self.env, vars)
+    }
 }
 
 fn default_migration_timeout() -> String {
@@ -371,6 +382,9 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub services: BTreeMap<ServiceName, ServiceConfig>,
     pub environments: BTreeMap<EnvName, Environment>,
+    /// Where `${VAR}` references are read when a part starts: the process environment unless a
+    /// caller (a test) gives them explicitly.
+    pub vars: crate::secrets::Vars,
 }
 
 #[derive(Debug, Clone)]
@@ -496,6 +510,24 @@ impl Config {
                     out.push(("chat.discord.token".to_string(), &d.token));
                 }
             }
+        }
+        if let Some(t) = &self.alerts.webhook_token {
+            out.push(("alerts.webhook_token".to_string(), t));
+        }
+        out
+    }
+
+    /// What is allowed but probably a mistake, one sentence each (`check-config` prints them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let loopback = self.bot.listen.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+        if !loopback && self.alerts.webhook_token.is_none() {
+            out.push(format!(
+                "bot.listen: {} is reachable from other machines and [alerts] has no webhook_token, so anyone who can reach it \
+                 can post alerts to POST /alerts/alertmanager; set webhook_token = \"${{ALERTMANAGER_TOKEN}}\" and send it from \
+                 Alertmanager's http_config.authorization",
+                self.bot.listen
+            ));
         }
         out
     }
@@ -684,7 +716,16 @@ impl Validator {
 
         let services = self.services(services_raw);
         let environments = self.environments(envs_raw, &services);
-        Some(Config { bot, bot_timezone: bot_timezone?, chat, reactions, alerts, services, environments: environments? })
+        Some(Config {
+            bot,
+            bot_timezone: bot_timezone?,
+            chat,
+            reactions,
+            alerts,
+            services,
+            environments: environments?,
+            vars: crate::secrets::Vars::process(),
+        })
     }
 
     fn bot(&mut self, bot: &BotConfig) -> Option<chrono_tz::Tz> {
@@ -976,6 +1017,12 @@ impl Validator {
             Some(v) => self.section::<MigrationConfig>(&format!("{path}.migrations"), v).map(|m| {
                 if m.command.is_empty() {
                     self.problem(format!("{path}.migrations.command"), "empty command: e.g. [\"mvn\", \"flyway:migrate\"]");
+                }
+                for (p, msg) in crate::targets::command::secret_references_in_argv("command", &m.command)
+                    .into_iter()
+                    .chain(crate::targets::command::validate_env_table(&m.env))
+                {
+                    self.problem(format!("{path}.migrations.{p}"), msg);
                 }
                 self.duration(&format!("{path}.migrations.timeout"), &m.timeout);
                 Some(m)

@@ -121,7 +121,7 @@ impl Registry {
             return Err(RegistryError::NeedsCredentials { registry: image.registry.clone(), challenge: scheme });
         };
         let realm = params.iter().find(|(k, _)| k == "realm").map(|(_, v)| v.clone()).ok_or_else(|| RegistryError::Token(format!("the challenge names no realm: {challenge}")))?;
-        let mut url = url::Url::parse(&realm).map_err(|e| RegistryError::Token(format!("realm \"{realm}\" is not a URL ({e})")))?;
+        let mut url = url::Url::parse(&realm).map_err(|e| RegistryError::Token(format!("realm \"{}\" is not a URL ({e})", crate::secrets::display_url(&realm))))?;
         {
             let mut q = url.query_pairs_mut();
             if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
@@ -130,18 +130,26 @@ impl Registry {
             let scope = params.iter().find(|(k, _)| k == "scope").map(|(_, v)| v.clone()).unwrap_or_else(|| format!("repository:{}:pull", image.repository));
             q.append_pair("scope", &scope);
         }
-        let response = self.http.get(url.clone()).timeout(TIMEOUT).send().await.map_err(|e| RegistryError::Token(format!("{}: {}", url.as_str(), error_chain(&e))))?;
+        // The realm comes from the registry: shown without any credentials it carries.
+        let shown = crate::secrets::display_url(&realm);
+        let response = self
+            .http
+            .get(url.clone())
+            .timeout(TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| RegistryError::Token(format!("{}: {}", crate::secrets::display_url(url.as_str()), error_chain(&e.without_url()))))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(RegistryError::Token(format!("{} answered HTTP {}", realm, status.as_u16())));
+            return Err(RegistryError::Token(format!("{shown} answered HTTP {}", status.as_u16())));
         }
-        let body: serde_json::Value = response.json().await.map_err(|e| RegistryError::Token(format!("{realm} answered something that is not JSON ({e})")))?;
+        let body: serde_json::Value = response.json().await.map_err(|e| RegistryError::Token(format!("{shown} answered something that is not JSON ({})", e.without_url())))?;
         body.get("token")
             .or_else(|| body.get("access_token"))
             .and_then(|t| t.as_str())
             .filter(|t| !t.is_empty())
             .map(str::to_string)
-            .ok_or_else(|| RegistryError::Token(format!("{realm} answered without a token")))
+            .ok_or_else(|| RegistryError::Token(format!("{shown} answered without a token")))
     }
 }
 

@@ -769,10 +769,8 @@ fn default_name(check: &CheckConfig) -> String {
         .as_deref()
         .unwrap_or("GET")
         .to_ascii_uppercase();
-    let url = check
-        .url
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
+    let url = crate::secrets::display_url(&check.url);
+    let url = url.trim_start_matches("https://").trim_start_matches("http://");
     format!("{method} {url}")
 }
 
@@ -1294,7 +1292,7 @@ async fn run_check(
 }
 
 fn render_request(check: &Check, scope: &Scope<'_>) -> Result<Request, String> {
-    let shown = check.url.display(Some(scope.vars));
+    let shown = crate::secrets::display_url(&check.url.display(Some(scope.vars)));
     let url = check
         .url
         .render(scope)

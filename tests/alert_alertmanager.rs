@@ -27,6 +27,11 @@ struct Bot {
 }
 
 async fn bot() -> Bot {
+    bot_with("", deploybot::secrets::Vars::process()).await
+}
+
+/// A bot with `alerts` added to its `[alerts]` table and its `${VAR}` references read from `vars` only.
+async fn bot_with(alerts: &str, vars: deploybot::secrets::Vars) -> Bot {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let text = format!(
@@ -41,6 +46,7 @@ user = "alice"
 
 [alerts]
 env_label = "env"
+{alerts}
 
 [services.backend]
 image = "invoiceme/invoice-me-backend"
@@ -51,7 +57,8 @@ aliases = ["stg"]
 target = {{ kind = "command", deploy = ["sh", "-c", "true"], rollback = ["sh", "-c", "true"], timeout = "10s" }}
 "#
     );
-    let config = Config::parse(&text).unwrap_or_else(|p| panic!("{}", p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")));
+    let mut config = Config::parse(&text).unwrap_or_else(|p| panic!("{}", p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")));
+    config.vars = vars;
     let app = app::build_console_app(config, Arc::new(SystemClock), None).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -84,7 +91,16 @@ impl Bot {
     }
 
     async fn webhook(&self, body: &str) -> (u16, String) {
-        let r = reqwest::Client::new().post(format!("{}/alerts/alertmanager", self.url)).header("content-type", "application/json").body(body.to_string()).send().await.unwrap();
+        self.webhook_as(None, body).await
+    }
+
+    /// Posts `body` with `authorization` as the `Authorization` header, when given.
+    async fn webhook_as(&self, authorization: Option<&str>, body: &str) -> (u16, String) {
+        let mut request = reqwest::Client::new().post(format!("{}/alerts/alertmanager", self.url)).header("content-type", "application/json").body(body.to_string());
+        if let Some(a) = authorization {
+            request = request.header("authorization", a);
+        }
+        let r = request.send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 }
@@ -224,4 +240,65 @@ async fn metrics_and_healthz_describe_the_bot() {
     for prefix in ["deploybot_commands_received_total{command=\"deploy\"} ", "deploybot_step_duration_seconds_count{step=\"deploy\",outcome=\"succeeded\"} ", "deploybot_chat_api_errors_total{kind=\"unavailable\"} "] {
         assert!(text.lines().any(|l| l.starts_with(prefix)), "missing {prefix} in\n{text}");
     }
+}
+
+// ------------------------------------------------------------------------------------ webhook token
+
+const TOKEN: &str = "am-webhook-7c1e9f02d4";
+
+fn token_vars() -> deploybot::secrets::Vars {
+    deploybot::secrets::Vars::from_pairs([("DEPLOYBOT_TEST_AM_TOKEN", TOKEN)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_webhook_token_a_call_without_that_bearer_token_is_refused_401_and_posts_nothing() {
+    let bot = bot_with(r#"webhook_token = "${DEPLOYBOT_TEST_AM_TOKEN}""#, token_vars()).await;
+    let body = payload("firing", "staging", "t1", "0001-01-01T00:00:00Z");
+    let wrong_length = format!("Bearer {TOKEN}0");
+    let last_byte_differs = format!("Bearer {}X", &TOKEN[..TOKEN.len() - 1]);
+    let basic = format!("Basic {TOKEN}");
+    for authorization in [None, Some("Bearer"), Some("Bearer "), Some(wrong_length.as_str()), Some(last_byte_differs.as_str()), Some(basic.as_str())] {
+        let (status, text) = bot.webhook_as(authorization, &body).await;
+        assert_eq!((status, text.as_str()), (401, "unauthorized\n"), "{authorization:?}");
+    }
+    assert!(bot.posts("HighErrorRate").is_empty(), "a refused call posts nothing: {:?}", bot.app.console.transcript());
+
+    let (status, text) = bot.webhook_as(Some(&format!("Bearer {TOKEN}")), &body).await;
+    assert_eq!((status, text.as_str()), (200, r#"{"delivered":1,"ignored":[]}"#));
+    assert_eq!(bot.posts("*HighErrorRate*").len(), 1);
+    let (status, _) = bot.webhook_as(Some(&format!("bearer {TOKEN}")), &body).await;
+    assert_eq!(status, 200, "the scheme is case-insensitive (RFC 9110)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_token_whose_variable_is_unset_refuses_every_call() {
+    let bot = bot_with(r#"webhook_token = "${DEPLOYBOT_TEST_AM_TOKEN_NOT_GIVEN}""#, token_vars()).await;
+    let body = payload("firing", "staging", "t2", "0001-01-01T00:00:00Z");
+    for authorization in [None, Some(format!("Bearer {TOKEN}")), Some("Bearer ".to_string())] {
+        assert_eq!(bot.webhook_as(authorization.as_deref(), &body).await.0, 401, "{authorization:?}");
+    }
+    assert!(bot.posts("HighErrorRate").is_empty());
+}
+
+/// A real Alertmanager configured with `http_config.authorization` delivers to a bot that requires
+/// the token; one configured with another token is refused and delivers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_sends_the_webhook_token_from_its_http_config_authorization() {
+    let bot = bot_with(r#"webhook_token = "${DEPLOYBOT_TEST_AM_TOKEN}""#, token_vars()).await;
+    let webhook = format!("{}/alerts/alertmanager", bot.url);
+    let (good_dir, bad_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let Some(good) = prom::alertmanager_with_token(good_dir.path(), &webhook, Some(TOKEN)).await else { return };
+    let Some(bad) = prom::alertmanager_with_token(bad_dir.path(), &webhook, Some("not-the-token")).await else { return };
+    let alert = |name: &str| serde_json::json!([{ "labels": { "alertname": name, "env": "staging", "severity": "page" }, "annotations": { "summary": "posted through the API" } }]);
+    let http = reqwest::Client::new();
+    for (am, name) in [(&bad, "SentWithTheWrongToken"), (&good, "SentWithTheToken")] {
+        let r = http.post(format!("{}/api/v2/alerts", am.url)).json(&alert(name)).send().await.unwrap();
+        assert!(r.status().is_success(), "Alertmanager took the alert: {}", r.status());
+    }
+    let logs = || format!("transcript: {:?}\ngood Alertmanager:\n{}\nbad Alertmanager:\n{}", bot.app.console.transcript(), good.log(), bad.log());
+    eventually("the alert sent with the token in the channel", || bot.posts("*SentWithTheToken*").into_iter().next(), logs).await;
+    // Both were sent within the same second (group_wait 1s); give the refused one as long again and
+    // check Alertmanager logged the 401 it got.
+    eventually("Alertmanager to log the refused notification", || bad.log().contains("401").then_some(()), logs).await;
+    assert!(bot.posts("SentWithTheWrongToken").is_empty(), "{}", logs());
 }

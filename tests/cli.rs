@@ -428,3 +428,92 @@ fn stats_exits_2_on_a_bad_argument() {
         assert!(r.stderr.contains(message) && !r.stderr.contains("panicked"), "{args:?}: {r:?}");
     }
 }
+
+// ------------------------------------------------------------------------------------ store outage
+
+/// A PostgreSQL store at `port` whose password comes from the child's environment.
+fn unreachable_store_config(dir: &Path, port: u16) -> PathBuf {
+    let config = dir.join("deploybot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[bot]
+database_url = "postgres://deploybot:${{DEPLOYBOT_TEST_CLI_DB_PASSWORD}}@127.0.0.1:{port}/deploybot"
+
+[services.backend]
+image = "registry.example.com/invoice-me-backend"
+
+[environments.staging]
+channel = "C0STAGING"
+target = {{ kind = "command", deploy = ["./deploy.sh", "{{service}}", "{{version}}"] }}
+"#
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Runs a store command against `port` and returns its outcome and how long it took.
+fn run_against_store(port: u16, args: &[&str]) -> (Run, std::time::Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = unreachable_store_config(dir.path(), port);
+    let started = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .env_remove("DEPLOYBOT_CONFIG")
+        .env("DEPLOYBOT_TEST_CLI_DB_PASSWORD", "pw-cli-outage-5150")
+        .current_dir(dir.path())
+        .output()
+        .expect("the deploybot binary runs");
+    let took = started.elapsed();
+    (Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }, took)
+}
+
+fn assert_store_unreachable(port: u16, r: &Run, took: std::time::Duration, args: &[&str]) {
+    assert_eq!(r.code, 1, "{args:?}: {r:?}");
+    // The connect timeout is 2 s; the bound leaves room for a loaded machine and stays far below the bot's 10 s.
+    assert!(took < std::time::Duration::from_secs(6), "{args:?} took {took:?}: {r:?}");
+    let store = format!("postgres://127.0.0.1:{port}/deploybot");
+    assert!(r.stderr.contains(&format!("cannot open the store at {store} (no connection within 2s)")), "{args:?}: {r:?}");
+    assert!(!r.stderr.contains("pw-cli-outage-5150") && !r.stderr.contains("deploybot:") && !r.stderr.contains("panicked"), "{args:?}: {r:?}");
+}
+
+#[test]
+fn history_stats_and_migrate_say_the_store_is_unreachable_within_seconds_when_nothing_listens() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for args in [&["history"][..], &["stats"][..], &["migrate"][..]] {
+        let (r, took) = run_against_store(port, args);
+        assert_store_unreachable(port, &r, took, args);
+    }
+}
+
+#[test]
+fn a_store_that_accepts_connections_but_never_answers_fails_the_command_after_the_connect_timeout() {
+    // The kernel completes the TCP handshake for the backlog; nothing ever answers PostgreSQL's startup message.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (r, took) = run_against_store(port, &["history"]);
+    assert_store_unreachable(port, &r, took, &["history"]);
+    assert!(took >= std::time::Duration::from_millis(1900), "it waited for the 2 s timeout, not less: {took:?}");
+    drop(silent);
+}
+
+// ------------------------------------------------------------------------------------ deploy-local.sh
+
+#[test]
+fn the_shipped_development_deploy_script_records_the_version_and_refuses_bad_arguments() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/deploy-local.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| Command::new("sh").arg(script).args(args).current_dir(dir.path()).env("DEPLOY_LOCAL_STATE_DIR", dir.path().join("state")).output().unwrap();
+    let out = run(&["backend", "v1.2.3"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("state/backend.version")).unwrap(), "v1.2.3\n");
+    let out = run(&["backend", "v1.2.2"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("state/backend.version")).unwrap(), "v1.2.2\n", "a rollback overwrites it");
+    let out = run(&["backend"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage:"), "{out:?}");
+}

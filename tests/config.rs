@@ -310,6 +310,42 @@ fn each_mistake_alone_is_reported_at_its_key_path() {
             "allow = [ { days = \"tue-wed\", hours = \"10:00-14:00\" } ]\nfreeze = [ { start = \"0 18 20 12 *\", end = \"0 8 4 13 *\" } ]",
             "environments.production.window.freeze[0].end",
             "",
+        ),        (
+            "target = { kind = \"command\", deploy = [\"./deploy.sh\", \"{service}\", \"{version}\"] }",
+            "target = { kind = \"command\", deploy = [\"./deploy.sh\", \"--token=${DEPLOY_TOKEN}\", \"{version}\"] }",
+            "environments.production.target.deploy[1]",
+            "env = { DEPLOY_TOKEN = \"${DEPLOY_TOKEN}\" }",
+        ),
+        (
+            "rollback = [\"./deploy.sh\", \"{service}\", \"{previous}\"]",
+            "rollback = [\"./deploy.sh\", \"{service}\", \"${ROLLBACK_KEY}\"]",
+            "environments.staging.target.rollback[2]",
+            "pass it in the environment instead",
+        ),
+        (
+            "requires = [\"staging\"]",
+            "requires = [\"staging\"]\n\n[environments.production.migrations]\ncommand = [\"mvn\", \"flyway:migrate\", \"-Dflyway.url=${PROD_FLYWAY_URL}\"]",
+            "environments.production.migrations.command[2]",
+            "env = { PROD_FLYWAY_URL = \"${PROD_FLYWAY_URL}\" }",
+        ),
+        (
+            "requires = [\"staging\"]",
+            "requires = [\"staging\"]\n\n[environments.production.migrations]\ncommand = [\"mvn\", \"flyway:migrate\"]\nenv = { FLYWAY_URL = \"${lower}\" }",
+            "environments.production.migrations.env.FLYWAY_URL",
+            "not an environment variable reference",
+        ),
+        ("[bot]\n", "[alerts]\nwebhook_token = \"inline-token\"\n\n[bot]\n", "alerts.webhook_token", "never inline"),
+        (
+            "allow = [ { days = \"tue-wed\", hours = \"10:00-14:00\" } ]",
+            "allow = [ { days = \"tue-wed\", hours = \"10:00-14:00\" } ]\n\n[environments.production.monitor]\nprometheus_url = \"https://admin:pw-prom-inline@prom.internal\"",
+            "environments.production.monitor.prometheus_url",
+            "carries credentials: give the URL without them and put them in prometheus_auth",
+        ),
+        (
+            "allow = [ { days = \"tue-wed\", hours = \"10:00-14:00\" } ]",
+            "allow = [ { days = \"tue-wed\", hours = \"10:00-14:00\" } ]\n\n[environments.production.monitor]\nprometheus_url = \"https://prom.internal\"\nprometheus_auth = { token = \"${PROM_TOKEN}\", username = \"${PROM_USER}\" }",
+            "environments.production.monitor.prometheus_auth",
+            "either token",
         ),
     ];
     assert!(Config::parse(BASE).is_ok(), "the base is valid: {:?}", Config::parse(BASE).err());
@@ -323,13 +359,52 @@ fn each_mistake_alone_is_reported_at_its_key_path() {
                 if !found.iter().any(|p| p.path == *path && p.message.contains(message) && p.line.is_some()) {
                     failures.push(format!("{path}: …{message}… with a line not reported; got\n{}", show(&found)));
                 }
-                if found.iter().any(|p| p.message.contains("hunter2-inline")) {
+                if found.iter().any(|p| p.message.contains("hunter2-inline") || p.message.contains("pw-prom-inline")) {
                     failures.push(format!("{path}: the inline password is echoed: {}", show(&found)));
                 }
             }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn secrets_for_command_steps_go_through_their_env_table_and_prometheus_auth() {
+    let text = BASE.replacen(
+        "requires = [\"staging\"]",
+        "requires = [\"staging\"]\n\n[environments.production.migrations]\ncommand = [\"mvn\", \"flyway:migrate\"]\nenv = { FLYWAY_URL = \"${PROD_FLYWAY_URL}\", FLYWAY_PASSWORD = \"${PROD_FLYWAY_PASSWORD}\" }\n\n[environments.production.monitor]\nprometheus_url = \"https://prom.internal\"\nprometheus_auth = { username = \"${PROM_USER}\", password = \"${PROM_PASSWORD}\" }",
+        1,
+    );
+    let config = Config::parse(&text).unwrap_or_else(|p| panic!("{}", show(&p)));
+    let prod = config.environments.values().find(|e| e.name.as_str() == "production").unwrap();
+    let migrations = prod.migrations.as_ref().unwrap();
+    let vars = deploybot::secrets::Vars::from_pairs([("PROD_FLYWAY_URL", "jdbc:postgresql://db/app"), ("PROD_FLYWAY_PASSWORD", "pw-flyway-2209")]);
+    assert_eq!(
+        migrations.expanded_env(&vars).unwrap(),
+        [("FLYWAY_PASSWORD".to_string(), "pw-flyway-2209".to_string()), ("FLYWAY_URL".to_string(), "jdbc:postgresql://db/app".to_string())]
+    );
+    let missing = migrations.expanded_env(&deploybot::secrets::Vars::from_pairs([("PROD_FLYWAY_URL", "x")])).unwrap_err();
+    assert_eq!(missing, "env.FLYWAY_PASSWORD: environment variable PROD_FLYWAY_PASSWORD is not set");
+}
+
+#[test]
+fn check_config_warns_when_the_listener_is_reachable_from_other_machines_without_a_webhook_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let warning = "warning: bot.listen: 0.0.0.0:3000 is reachable from other machines and [alerts] has no webhook_token";
+    let open = write(dir.path(), "open.toml", &BASE.replacen("[bot]\n", "[bot]\nlisten = \"0.0.0.0:3000\"\n", 1));
+    let (code, out, err) = deploybot(&open, &["check-config"], &[]);
+    assert_eq!(code, 0, "a warning does not fail the check: {out}{err}");
+    assert!(err.contains(warning), "{err}");
+    let guarded = write(dir.path(), "guarded.toml", &BASE.replacen("[bot]\n", "[alerts]\nwebhook_token = \"${DEPLOYBOT_TEST_AM}\"\n\n[bot]\nlisten = \"0.0.0.0:3000\"\n", 1));
+    let (code, out, err) = deploybot(&guarded, &["check-config"], &[("DEPLOYBOT_TEST_AM", "am-token-for-check-config")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let (code, _, err) = deploybot(&guarded, &["check-config"], &[]);
+    assert_eq!(code, 1, "a configured token's variable must be set: {err}");
+    assert!(err.contains("alerts.webhook_token: environment variable DEPLOYBOT_TEST_AM is not set"), "{err}");
+    let (code, _, err) = deploybot(&write(dir.path(), "local.toml", BASE), &["check-config"], &[]);
+    assert_eq!(code, 0);
+    assert!(!err.contains("warning"), "loopback needs no token: {err}");
 }
 
 #[test]

@@ -321,8 +321,107 @@ async fn ecs_rollback_points_the_service_at_the_recorded_arn_and_waits_for_it() 
     assert_eq!(ecs.service()["deployments"][0]["rolloutState"], "COMPLETED");
     assert_eq!(ecs.task_definition_count(), 2, "a rollback registers nothing");
 
-    let err = target.rollback(&rollback_request("v1.1.0", Running { version: "v1.0.0".into(), reference: None })).await.unwrap_err();
-    assert!(err.to_string().contains("no previous task definition was recorded"), "{err}");
+}
+
+#[tokio::test]
+async fn ecs_rollback_to_a_version_with_no_recorded_task_definition_registers_one_from_the_current_revision() {
+    let ecs = double(Rollout::Completes { after: 1 }).await;
+    let target = target(&config(&ecs.url, "invoice-me-cluster", "10s")).await;
+    let rev = |n: usize| td_arn("invoice-me-backend", n);
+
+    let rolled_back = target.rollback(&rollback_request("v1.0.0", Running { version: "v0.9.0".into(), reference: None })).await.unwrap();
+
+    assert_eq!(rolled_back.running, Running { version: "v0.9.0".into(), reference: Some(rev(2)) });
+    assert!(
+        rolled_back.detail.starts_with("no task definition was recorded for v0.9.0, so registered invoice-me-backend:2 (your-registry/invoice-me-backend:v0.9.0; was invoice-me-backend:1"),
+        "{}",
+        rolled_back.detail
+    );
+    assert_eq!(ecs.service()["taskDefinition"], rev(2));
+    assert_eq!(ecs.service()["deployments"][0]["rolloutState"], "COMPLETED", "the rollout was followed");
+    let mut expected = comparable(ecs.task_definition(&rev(1)));
+    expected["containerDefinitions"][0]["image"] = json!(format!("{REPO}:v0.9.0"));
+    assert_eq!(comparable(ecs.task_definition(&rev(2))), expected, "the same revision but for the image, as a deploy registers");
+}
+
+// ---------------------------------------------------------------------------------------------
+// `/rollback --to` through the engine, on the ECS double
+
+struct EcsBot {
+    app: deploybot::app::App,
+    seq: std::sync::atomic::AtomicU64,
+    _dir: tempfile::TempDir,
+}
+
+impl EcsBot {
+    async fn start(ecs: &EcsDouble) -> EcsBot {
+        test_credentials();
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"[bot]
+database_url = "sqlite://{d}/deploybot.db"
+
+[chat]
+platform = "console"
+
+[chat.console]
+user = "alice"
+
+[services.backend]
+image = "{REPO}"
+
+[environments.production]
+channel = "C0PROD"
+target = {{ kind = "ecs", cluster = "invoice-me-cluster", region = "us-east-1", endpoint_url = "{url}", services = {{ backend = "{ECS_SERVICE}" }}, rollout_timeout = "10s", poll_interval = "20ms" }}
+"#,
+            d = dir.path().display(),
+            url = ecs.url
+        );
+        let config = deploybot::config::Config::parse(&text).unwrap_or_else(|p| panic!("{}", p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")));
+        let app = deploybot::app::build_console_app(config, std::sync::Arc::new(deploybot::engine::clock::SystemClock), None).await.unwrap();
+        EcsBot { app, seq: std::sync::atomic::AtomicU64::new(0), _dir: dir }
+    }
+
+    /// Types `line` as alice and runs every job it queued; the deployment it created.
+    async fn run(&self, line: &str) -> deploybot::model::Deployment {
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let event = deploybot::chat::console::parse_line(line, "alice", "console", seq).unwrap().unwrap();
+        self.app.engine.handle(event).await.unwrap();
+        while self.app.engine.run_next_job().await.unwrap() {}
+        let d = self.app.engine.store.deployments(None, &[], 1).await.unwrap().remove(0);
+        assert_eq!(d.state, deploybot::model::DeploymentState::Succeeded, "{line}: {:?}", d.error);
+        d
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_rollback_to_an_older_version_uses_the_task_definition_its_deployment_recorded() {
+    let ecs = double(Rollout::Completes { after: 0 }).await;
+    let bot = EcsBot::start(&ecs).await;
+    let rev = |n: usize| td_arn("invoice-me-backend", n);
+    bot.run("/deploy v1.1.0 production").await;
+    bot.run("/deploy v1.2.0 production").await;
+    bot.run("/deploy v1.3.0 production").await;
+    assert_eq!((ecs.service()["taskDefinition"].clone(), ecs.task_definition_count()), (json!(rev(4)), 4));
+
+    // v1.1.0 is two deployments back: not the version the last deployment replaced.
+    let rollback = bot.run("/rollback production --to v1.1.0").await;
+
+    assert_eq!(rollback.version, "v1.1.0");
+    assert_eq!(ecs.service()["taskDefinition"], rev(2), "the revision v1.1.0's deployment registered");
+    assert_eq!(ecs.task_definition_count(), 4, "nothing new registered");
+    let services = bot.app.engine.store.deployment_services(rollback.id).await.unwrap();
+    assert_eq!(services[0].to_ref.as_deref(), Some(rev(2).as_str()));
+    assert_eq!(bot.app.engine.store.recorded_ref("production", "backend", "v1.1.0").await.unwrap().as_deref(), Some(rev(2).as_str()));
+
+    // v1.0.0 ran before the bot: nothing recorded, so the current revision with its image is registered.
+    let older = bot.run("/rollback production --to v1.0.0").await;
+    assert_eq!(ecs.task_definition_count(), 5);
+    assert_eq!(ecs.service()["taskDefinition"], rev(5));
+    assert_eq!(ecs.task_definition(&rev(5))["containerDefinitions"][0]["image"], format!("{REPO}:v1.0.0"));
+    let services = bot.app.engine.store.deployment_services(older.id).await.unwrap();
+    assert_eq!(services[0].to_ref.as_deref(), Some(rev(5).as_str()));
+    assert_eq!(bot.app.engine.store.recorded_ref("production", "backend", "v1.0.0").await.unwrap().as_deref(), Some(rev(5).as_str()), "recorded for the next time");
 }
 
 #[tokio::test]

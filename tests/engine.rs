@@ -188,18 +188,23 @@ impl Harness {
         Harness::build(store, expires_after, "").await
     }
 
-    /// A harness whose config has `extra` TOML appended.
-    async fn with_extra(store: Backend, extra: &str) -> Harness {
-        Harness::build(store, "30m", extra).await
+    /// A harness with `extra` appended whose `${VAR}` references are read from `vars` only.
+    async fn with_vars(store: Backend, extra: &str, vars: deploybot::secrets::Vars) -> Harness {
+        Harness::build_with(store, "30m", extra, vars).await
     }
 
     async fn build(store: Backend, expires_after: &str, extra: &str) -> Harness {
+        Harness::build_with(store, expires_after, extra, deploybot::secrets::Vars::process()).await
+    }
+
+    async fn build_with(store: Backend, expires_after: &str, extra: &str, vars: deploybot::secrets::Vars) -> Harness {
         let db = store.fresh().await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("deploy.sh"), DEPLOY_SH).unwrap();
         let health = health_server(dir.path().to_path_buf()).await;
         let text = config_text(dir.path(), &db.url, health, expires_after, free_port()) + extra;
-        let config = parse_config(&text);
+        let mut config = parse_config(&text);
+        config.vars = vars;
         let tuesday = open_tuesday(&config, "production");
         let clock = Arc::new(ShiftedClock::at(tuesday));
         let app = app::build_console_app(config, clock.clone(), None)
@@ -974,35 +979,53 @@ async fn a_deploy_interrupted_by_a_crash_resumes_after_restart_and_succeeds(stor
 
 // ------------------------------------------------------------------------------------------ migrations
 
-async fn a_migration_command_gets_its_env_references_expanded_and_the_values_stay_secret(store: Backend) {
-    std::env::set_var("DEPLOYBOT_TEST_MIGRATION_URL", "jdbc:postgresql://db/invoiceme?password=hunter2-mig");
-    let h = Harness::with_extra(
+async fn a_migration_command_gets_its_env_table_in_its_environment_never_in_its_argv_and_the_values_stay_secret(store: Backend) {
+    const URL: &str = "jdbc:postgresql://db/invoiceme?password=hunter2-mig";
+    let proc_dir = tempfile::tempdir().unwrap();
+    let p = proc_dir.path().display();
+    // The command copies what any local user could read of it (/proc/<pid>/cmdline) and its
+    // environment to files, which bypass the bot's redaction.
+    let h = Harness::with_vars(
         store,
-        r#"
+        &format!(
+            r#"
 [environments.staging.migrations]
-command = ["sh", "-c", "echo Successfully applied 1 migration to schema public; echo url=$0", "${DEPLOYBOT_TEST_MIGRATION_URL}"]
+command = ["sh", "-c", "cat /proc/$$/cmdline > {p}/cmdline; cat /proc/$$/environ > {p}/environ; echo Successfully applied 1 migration to schema public; echo url=$FLYWAY_URL"]
+env = {{ FLYWAY_URL = "${{DEPLOYBOT_TEST_MIGRATION_URL}}" }}
 timeout = "10s"
-"#,
+"#
+        ),
+        deploybot::secrets::Vars::from_pairs([("DEPLOYBOT_TEST_MIGRATION_URL", URL)]),
     )
     .await;
     let id = h.deploy("v1.0.0", "staging").await;
     let d = h.deployment(id).await;
     assert_eq!(d.state, DeploymentState::Succeeded, "{:?}", d.error);
+
+    let cmdline = std::fs::read(proc_dir.path().join("cmdline")).unwrap();
+    let environ = std::fs::read(proc_dir.path().join("environ")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    let environ: Vec<String> = String::from_utf8_lossy(&environ).split('\0').map(str::to_string).collect();
+    assert!(cmdline.starts_with("sh -c cat /proc/"), "the command's own argv was read: {cmdline}");
+    assert!(!cmdline.contains("hunter2-mig"), "the secret is not in the argv: {cmdline}");
+    assert!(environ.contains(&format!("FLYWAY_URL={URL}")), "the secret is in the environment: {environ:?}");
+
     let steps = h.app.engine.store.steps(id).await.unwrap();
     let migration = steps.iter().find(|s| s.name == "migrations").expect("a migrations step");
     let detail = migration.detail.clone().unwrap_or_default();
     assert!(detail.contains("url=•••"), "the command received the value, and the detail masks it: {detail}");
     assert!(!detail.contains("hunter2-mig"), "{detail}");
-    assert!(!detail.contains("${DEPLOYBOT_TEST_MIGRATION_URL}"), "the reference was expanded: {detail}");
 }
 
 async fn a_migration_command_naming_an_unset_variable_fails_before_any_service_changes(store: Backend) {
-    let h = Harness::with_extra(
+    let h = Harness::with_vars(
         store,
         r#"
 [environments.staging.migrations]
-command = ["sh", "-c", "echo $0", "${DEPLOYBOT_TEST_SURELY_UNSET_MIGRATION_VAR}"]
+command = ["sh", "-c", "echo $TOKEN"]
+env = { TOKEN = "${DEPLOYBOT_TEST_SURELY_UNSET_MIGRATION_VAR}" }
 "#,
+        deploybot::secrets::Vars::from_pairs([("DEPLOYBOT_TEST_SOME_OTHER_VAR", "x")]),
     )
     .await;
     let id = h.deploy("v1.0.0", "staging").await;
@@ -1027,6 +1050,6 @@ on_each_store!(
     cancelling_a_slow_deploy_stops_at_the_next_safe_point_and_rolls_back,
     production_refuses_a_version_that_has_not_succeeded_on_staging,
     a_deploy_interrupted_by_a_crash_resumes_after_restart_and_succeeds,
-    a_migration_command_gets_its_env_references_expanded_and_the_values_stay_secret,
+    a_migration_command_gets_its_env_table_in_its_environment_never_in_its_argv_and_the_values_stay_secret,
     a_migration_command_naming_an_unset_variable_fails_before_any_service_changes,
 );

@@ -375,8 +375,15 @@ impl Engine {
                 Ok(None) => recorded.iter().find(|r| &r.service == name).map(|r| Running { version: r.version.clone(), reference: r.reference.clone() }),
                 Err(e) => return Err(format!("cannot read what runs for {name}: {e}")),
             };
-            // Rolling back to the version a deployment replaced: use its exact reference.
-            let to_ref = rolled_back.iter().find(|s| &s.service == name && s.from_version.as_deref() == Some(d.version.as_str())).and_then(|s| s.from_ref.clone());
+            // Rolling back to the version a deployment replaced: use its exact reference; to an older
+            // version (`--to`): the one its last successful deployment recorded. Without either the
+            // target builds one from what runs now, as a deploy of that version would.
+            let replaced = rolled_back.iter().find(|s| &s.service == name && s.from_version.as_deref() == Some(d.version.as_str())).and_then(|s| s.from_ref.clone());
+            let to_ref = match replaced {
+                Some(r) => Some(r),
+                None if d.kind == DeploymentKind::Rollback => self.store.recorded_ref(&d.env, name, &d.version).await.map_err(|e| e.to_string())?,
+                None => None,
+            };
             let record = DeploymentService {
                 deployment_id: d.id,
                 service: name.clone(),
@@ -403,15 +410,12 @@ impl Engine {
         let Some(m) = env.migrations.clone() else { return Ok(()) };
         self.optional_step(d, env, seq, "migrations", true, |_| async move {
             let timeout = crate::config::parse_duration(&m.timeout).unwrap_or(Duration::from_secs(900));
-            // `${VAR}` references (the database URL of `-Dflyway.url=${PROD_FLYWAY_URL}`) are read now;
-            // their values are secrets, redacted from the step's output.
-            let argv = m
-                .command
-                .iter()
-                .map(|arg| crate::secrets::expand_env(arg))
-                .collect::<Result<Vec<_>, _>>()
+            // The `env` table's references (`FLYWAY_URL = "${PROD_FLYWAY_URL}"`) are read now and reach the
+            // command only through its environment; their values are secrets, redacted from the step's output.
+            let env = m
+                .expanded_env(&self.config.vars)
                 .map_err(|e| Stop::Failed { step: "migrations".into(), reason: format!("cannot build the migration command: {e}"), diagnostics: None })?;
-            match crate::targets::command::run_argv(&argv, m.workdir.as_deref(), &[], timeout).await {
+            match crate::targets::command::run_argv(&m.command, m.workdir.as_deref(), &env, timeout).await {
                 Ok(output) => Ok(match applied_migrations(&output) {
                     Some(summary) => format!("{summary}\n{output}"),
                     None => output,

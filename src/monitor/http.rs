@@ -5,24 +5,78 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::metrics::{self, Gauges};
+use crate::config::Config;
 use crate::engine::Engine;
+use crate::secrets::Secret;
 use crate::model::DeploymentState;
 
 pub fn routes(engine: &Arc<Engine>) -> Router {
-    Router::new().route("/alerts/alertmanager", post(alertmanager)).route("/metrics", get(metrics_text)).with_state(engine.clone())
+    let webhook = Webhook { engine: engine.clone(), token: webhook_token(&engine.config) };
+    Router::new()
+        .route("/alerts/alertmanager", post(alertmanager))
+        .with_state(Arc::new(webhook))
+        .merge(Router::new().route("/metrics", get(metrics_text)).with_state(engine.clone()))
+}
+
+struct Webhook {
+    engine: Arc<Engine>,
+    token: WebhookToken,
+}
+
+enum WebhookToken {
+    /// No `webhook_token`: the listener's reach is the only guard (check-config warns off loopback).
+    Open,
+    Required(Secret),
+    /// Configured but its variable is unset: every call is refused rather than let through.
+    Unreadable,
+}
+
+fn webhook_token(config: &Config) -> WebhookToken {
+    match &config.alerts.webhook_token {
+        None => WebhookToken::Open,
+        Some(r) => match r.resolve_in(&config.vars) {
+            Ok(secret) => WebhookToken::Required(secret),
+            Err(e) => {
+                tracing::error!(error = %e, "[alerts] webhook_token cannot be read, so every Alertmanager webhook call is refused");
+                WebhookToken::Unreadable
+            }
+        },
+    }
+}
+
+impl Webhook {
+    /// Whether the request carries `Authorization: Bearer <webhook_token>`.
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let expected = match &self.token {
+            WebhookToken::Open => return true,
+            WebhookToken::Unreadable => return false,
+            WebhookToken::Required(secret) => secret.expose().as_bytes(),
+        };
+        let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+        presented.is_some_and(|token| crate::secrets::same_secret(token.as_bytes(), expected))
+    }
 }
 
 /// Alertmanager retries a webhook that failed; an alert for an environment we do not know would
 /// fail forever, so it is answered 200 and reported in the body and the log. A body that is not
 /// a version-4 payload is a 400 (Alertmanager does not retry 4xx); a store failure is a 500,
-/// which it retries.
-async fn alertmanager(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
+/// which it retries. Without the configured token the answer is a bare 401 that says nothing of
+/// what was expected.
+async fn alertmanager(State(webhook): State<Arc<Webhook>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !webhook.authorized(&headers) {
+        tracing::warn!("refused an Alertmanager webhook call without the configured bearer token");
+        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "unauthorized\n").into_response();
+    }
+    let engine = &webhook.engine;
     let payload = match super::alertmanager::parse(&body) {
         Ok(p) => p,
         Err(e) => {

@@ -8,6 +8,9 @@ pub struct MonitorConfig {
     /// Base URL of Prometheus' HTTP API, e.g. `http://127.0.0.1:9090`; needed by query rules.
     #[serde(default)]
     pub prometheus_url: Option<String>,
+    /// Credentials for Prometheus (or the proxy in front of it), never inside the URL.
+    #[serde(default)]
+    pub prometheus_auth: Option<PrometheusAuth>,
     /// How long to watch after a successful verification.
     #[serde(default = "default_watch")]
     pub watch: String,
@@ -19,6 +22,18 @@ pub struct MonitorConfig {
     /// Continuous health probe on a cron schedule, outside deployments too.
     #[serde(default)]
     pub probe: Option<ProbeConfig>,
+}
+
+/// `{ token = "${VAR}" }` (bearer) or `{ username = "${VAR}", password = "${VAR}" }` (basic).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusAuth {
+    #[serde(default)]
+    pub token: Option<crate::secrets::SecretRef>,
+    #[serde(default)]
+    pub username: Option<crate::secrets::SecretRef>,
+    #[serde(default)]
+    pub password: Option<crate::secrets::SecretRef>,
 }
 
 fn default_watch() -> String {
@@ -92,8 +107,31 @@ impl MonitorConfig {
             }
         }
         if let Some(u) = &self.prometheus_url {
-            if url::Url::parse(u).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
-                out.push(("prometheus_url".into(), format!("\"{u}\" is not an http(s) URL")));
+            match url::Url::parse(u) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                    if !parsed.username().is_empty() || parsed.password().is_some() {
+                        out.push((
+                            "prometheus_url".into(),
+                            format!(
+                                "\"{}\" carries credentials: give the URL without them and put them in prometheus_auth = {{ token = \"${{PROMETHEUS_TOKEN}}\" }} or {{ username = \"${{PROMETHEUS_USER}}\", password = \"${{PROMETHEUS_PASSWORD}}\" }}",
+                                crate::secrets::display_url(u)
+                            ),
+                        ));
+                    }
+                }
+                _ => out.push(("prometheus_url".into(), format!("\"{}\" is not an http(s) URL", crate::secrets::display_url(u)))),
+            }
+        }
+        if let Some(a) = &self.prometheus_auth {
+            match (&a.token, &a.username, &a.password) {
+                (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+                _ => out.push((
+                    "prometheus_auth".into(),
+                    "give either token = \"${VAR}\" (bearer) or both username and password (basic)".into(),
+                )),
+            }
+            if self.prometheus_url.is_none() {
+                out.push(("prometheus_auth".into(), "prometheus_auth is set but prometheus_url is not".into()));
             }
         }
         let mut names = std::collections::BTreeSet::new();
@@ -157,6 +195,9 @@ pub struct AlertsConfig {
     /// When the digest is posted: 5-field cron in the bot's timezone.
     #[serde(default = "default_digest_schedule")]
     pub digest_schedule: String,
+    /// When set, `POST /alerts/alertmanager` requires `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub webhook_token: Option<crate::secrets::SecretRef>,
 }
 
 fn default_env_label() -> String {
@@ -168,7 +209,7 @@ fn default_digest_schedule() -> String {
 
 impl Default for AlertsConfig {
     fn default() -> Self {
-        AlertsConfig { env_label: default_env_label(), digest_channel: None, digest_schedule: default_digest_schedule() }
+        AlertsConfig { env_label: default_env_label(), digest_channel: None, digest_schedule: default_digest_schedule(), webhook_token: None }
     }
 }
 

@@ -62,15 +62,9 @@ pub fn check_url(url: &str) -> Result<Dialect, String> {
     }
 }
 
-/// The URL with any password masked, for output.
+/// The URL without its credentials, for output.
 pub fn describe_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("•••"));
-            u.to_string()
-        }
-        _ => crate::secrets::redact(url),
-    }
+    crate::secrets::display_url(url)
 }
 
 /// A bound parameter of a query whose plan [`Store::query_plans`] shows.
@@ -133,8 +127,9 @@ impl Store {
         } else {
             AnyPoolOptions::new().max_connections(max)
         };
+        let timeout = if dialect == Dialect::Postgres { PG_ACQUIRE_TIMEOUT } else { SQLITE_ACQUIRE_TIMEOUT };
         let pool = options
-            .acquire_timeout(if dialect == Dialect::Postgres { PG_ACQUIRE_TIMEOUT } else { SQLITE_ACQUIRE_TIMEOUT })
+            .acquire_timeout(timeout)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
@@ -146,7 +141,7 @@ impl Store {
             })
             .connect(&connect_url)
             .await
-            .with_context(|| format!("cannot open the store at {}", describe_url(&expanded)))?;
+            .with_context(|| format!("cannot open the store at {} (no connection within {})", describe_url(&expanded), humantime::format_duration(timeout)))?;
         let store = Store { pool, dialect };
         store.migrate().await?;
         Ok(store)
@@ -583,6 +578,25 @@ impl Store {
             .await?
             .try_get(0)?;
         Ok(n > 0)
+    }
+
+    /// The target reference (an ECS task-definition ARN) that `service` of `env` last ran `version`
+    /// with, as recorded by a succeeded deployment or rollback; what `/rollback --to` goes back to.
+    pub async fn recorded_ref(&self, env: &str, service: &str, version: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT s.to_ref FROM deployment_services s JOIN deployments d ON d.id = s.deployment_id \
+             WHERE d.env = $1 AND s.service = $2 AND s.to_version = $3 AND d.state = 'succeeded' AND s.to_ref IS NOT NULL \
+             ORDER BY d.finished_at DESC, d.id DESC LIMIT 1",
+        )
+        .bind(env)
+        .bind(service)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => r.try_get("to_ref")?,
+            None => None,
+        })
     }
 
     // ----------------------------------------------------------------------------- approvals

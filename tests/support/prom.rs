@@ -86,11 +86,18 @@ async fn wait_ready(server: &Server, what: &str) {
 /// Alertmanager posting every alert to `webhook`, grouped by alert and sent without delay,
 /// resolved notifications included. `None` when skipping explicitly.
 pub async fn alertmanager(dir: &Path, webhook: &str) -> Option<Server> {
+    alertmanager_with_token(dir, webhook, None).await
+}
+
+/// [`alertmanager`], sending `Authorization: Bearer <token>` through the receiver's
+/// `http_config.authorization` when a token is given.
+pub async fn alertmanager_with_token(dir: &Path, webhook: &str, token: Option<&str>) -> Option<Server> {
     let bin = binary(ALERTMANAGER_VAR, &["prometheus-alertmanager", "alertmanager"])?;
     let port = free_port();
+    let auth = token.map_or(String::new(), |t| format!("        http_config:\n          authorization:\n            type: Bearer\n            credentials: \"{t}\"\n"));
     let config = format!(
         "route:\n  receiver: deploybot\n  group_by: [alertname, env]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
-         receivers:\n  - name: deploybot\n    webhook_configs:\n      - url: \"{webhook}\"\n        send_resolved: true\n"
+         receivers:\n  - name: deploybot\n    webhook_configs:\n      - url: \"{webhook}\"\n        send_resolved: true\n{auth}"
     );
     let path = dir.join("alertmanager.yml");
     std::fs::write(&path, config).unwrap();

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-const SPEC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/slack");
+const SPEC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/slack");
 
 /// Methods Slack has that the published spec misses.
 const UNLISTED: &[&str] = &["apps.connections.open"];
@@ -87,7 +87,7 @@ pub struct FakeSlack {
 }
 
 fn load_spec() -> HashMap<String, Vec<String>> {
-    let text = std::fs::read_to_string(format!("{SPEC_DIR}/web-api-openapi-v2.json")).expect("Slack's OpenAPI spec in shared/reference/slack");
+    let text = std::fs::read_to_string(format!("{SPEC_DIR}/web-api-openapi-v2.json")).expect("Slack's OpenAPI spec in tests/fixtures/slack");
     let spec: Value = serde_json::from_str(&text).expect("the spec is JSON");
     let mut out = HashMap::new();
     for (path, ops) in spec["paths"].as_object().expect("paths") {

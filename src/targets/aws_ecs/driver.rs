@@ -244,6 +244,29 @@ fn version_of(image: &str) -> String {
         .unwrap_or_else(|| "latest".into())
 }
 
+impl EcsTarget {
+    /// Registers the next revision of `service`'s current task definition with `image:version` in
+    /// its container; the new ARN, and a sentence saying what was registered over what.
+    async fn register_version(&self, service: &ServiceName, ecs: &str, image: &str, version: &str) -> Result<(String, String), TargetError> {
+        let (td, tags, index) = self.current_task_definition(service, ecs, image).await?;
+        let previous_arn = td.task_definition_arn().unwrap_or("?").to_string();
+        let previous_image = td.container_definitions()[index].image().unwrap_or("?").to_string();
+        let image = format!("{image}:{version}");
+        let registered = taskdef::next_revision(self.client.register_task_definition(), &td, index, &image, tags)
+            .send()
+            .await
+            .map_err(|e| self.error(ecs, &format!("registering a new revision of {}", short(&previous_arn)), e))?;
+        let arn = registered
+            .task_definition()
+            .and_then(TaskDefinition::task_definition_arn)
+            .ok_or_else(|| TargetError::failed("ECS registered the task definition but returned no ARN"))?
+            .to_string();
+        tracing::info!(service = ecs, task_definition = short(&arn), image, "Registered a task-definition revision.");
+        let sentence = format!("registered {} ({image}; was {} with {previous_image})", short(&arn), short(&previous_arn));
+        Ok((arn, sentence))
+    }
+}
+
 #[async_trait::async_trait]
 impl DeployTarget for EcsTarget {
     fn kind(&self) -> &'static str {
@@ -261,27 +284,10 @@ impl DeployTarget for EcsTarget {
     #[tracing::instrument(skip(self, req), fields(deployment = req.deployment_id, service = %req.service, version = %req.version))]
     async fn deploy(&self, req: &DeployRequest) -> Result<Deployed, TargetError> {
         let ecs = self.ecs_service(&req.service)?;
-        let (td, tags, index) = self.current_task_definition(&req.service, ecs, &req.image).await?;
-        let previous_arn = td.task_definition_arn().unwrap_or("?").to_string();
-        let previous_image = td.container_definitions()[index].image().unwrap_or("?").to_string();
-        let image = format!("{}:{}", req.image, req.version);
-        let registered = taskdef::next_revision(self.client.register_task_definition(), &td, index, &image, tags)
-            .send()
-            .await
-            .map_err(|e| self.error(ecs, &format!("registering a new revision of {}", short(&previous_arn)), e))?;
-        let arn = registered
-            .task_definition()
-            .and_then(TaskDefinition::task_definition_arn)
-            .ok_or_else(|| TargetError::failed("ECS registered the task definition but returned no ARN"))?
-            .to_string();
-        tracing::info!(service = ecs, task_definition = short(&arn), image, "Registered a task-definition revision.");
+        let (arn, registered) = self.register_version(&req.service, ecs, &req.image, &req.version).await?;
         self.point_service_at(ecs, &arn).await?;
         Ok(Deployed {
-            detail: format!(
-                "registered {} ({image}; was {} with {previous_image}) and pointed ECS service {ecs} at it",
-                short(&arn),
-                short(&previous_arn)
-            ),
+            detail: format!("{registered} and pointed ECS service {ecs} at it"),
             running: Running { version: req.version.clone(), reference: Some(arn) },
         })
     }
@@ -299,18 +305,19 @@ impl DeployTarget for EcsTarget {
     #[tracing::instrument(skip(self, req), fields(deployment = req.deployment_id, service = %req.service, to = %req.to.version))]
     async fn rollback(&self, req: &RollbackRequest) -> Result<Deployed, TargetError> {
         let ecs = self.ecs_service(&req.service)?;
-        let arn = req.to.reference.as_deref().ok_or_else(|| {
-            TargetError::failed(format!(
-                "no previous task definition was recorded for {} ({}), so there is nothing exact to go back to",
-                req.service, req.to.version
-            ))
-        })?;
-        self.point_service_at(ecs, arn).await?;
-        self.follow(ecs, arn).await?;
-        Ok(Deployed {
-            running: req.to.clone(),
-            detail: format!("pointed ECS service {ecs} back at {} ({}) and its rollout completed", short(arn), req.to.version),
-        })
+        let (arn, detail) = match req.to.reference.as_deref() {
+            Some(arn) => (arn.to_string(), format!("pointed ECS service {ecs} back at {} ({}) and its rollout completed", short(arn), req.to.version)),
+            // No task definition was recorded for that version (deployed before the bot, or its
+            // records are gone): the current revision with the version's image, as a deploy makes.
+            None => {
+                let (arn, registered) = self.register_version(&req.service, ecs, &req.image, &req.to.version).await?;
+                let detail = format!("no task definition was recorded for {}, so {registered}, pointed ECS service {ecs} at it, and its rollout completed", req.to.version);
+                (arn, detail)
+            }
+        };
+        self.point_service_at(ecs, &arn).await?;
+        self.follow(ecs, &arn).await?;
+        Ok(Deployed { running: Running { version: req.to.version.clone(), reference: Some(arn) }, detail })
     }
 
     async fn diagnostics(&self, service: &ServiceName) -> Option<String> {

@@ -4,7 +4,9 @@
 //! A deploy registers a new revision of the service's current task definition that differs only
 //! in the image of the service's container, and points the service at it; the rollout is followed
 //! on the service's deployment of that revision. A rollback points the service back at the exact
-//! task-definition ARN that ran before (recorded as `Running::reference`) and never registers one.
+//! task-definition ARN recorded for the version it goes back to (`Running::reference`: the one a
+//! deployment replaced, or for `/rollback --to` the one the version's last successful deployment
+//! ran); only when none was ever recorded does it register one as a deploy of that version would.
 //!
 //! *Invariant*: aws-sdk types stay in this folder; the engine sees `Running` and `TargetError`.
 

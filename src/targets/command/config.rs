@@ -54,6 +54,7 @@ impl CommandConfig {
             if argv.first().is_none_or(|program| program.trim().is_empty()) {
                 out.push((field.to_string(), "empty command: give the program and its arguments as a list".into()));
             }
+            out.extend(secret_references_in_argv(field, argv));
             for (i, arg) in argv.iter().enumerate() {
                 for name in placeholders(arg) {
                     if !known.contains(&name.as_str()) {
@@ -66,18 +67,43 @@ impl CommandConfig {
         if self.workdir.as_deref().is_some_and(|d| d.trim().is_empty()) {
             out.push(("workdir".into(), "empty directory: leave workdir out to use the bot's own".into()));
         }
-        for (name, value) in &self.env {
-            if name.is_empty() || name.contains(['=', '\0']) {
-                out.push((format!("env.{name}"), "not a valid environment variable name".into()));
-            }
-            for var in crate::secrets::referenced_vars(value) {
-                if crate::secrets::SecretRef::parse(&format!("${{{var}}}")).is_err() {
-                    out.push((format!("env.{name}"), format!("\"${{{var}}}\" is not an environment variable reference (NAME in capitals)")));
-                }
-            }
-        }
+        out.extend(validate_env_table(&self.env));
         out
     }
+}
+
+/// Problems of an `env = { NAME = "${VAR}" }` table, as (`env.NAME`, message).
+pub(crate) fn validate_env_table(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, value) in env {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            out.push((format!("env.{name}"), "not a valid environment variable name".into()));
+        }
+        for var in crate::secrets::referenced_vars(value) {
+            if crate::secrets::SecretRef::parse(&format!("${{{var}}}")).is_err() {
+                out.push((format!("env.{name}"), format!("\"${{{var}}}\" is not an environment variable reference (NAME in capitals)")));
+            }
+        }
+    }
+    out
+}
+
+/// A `${VAR}` in an argv would put its value where every local user reads it (`/proc/<pid>/cmdline`,
+/// `ps`): secrets go through the `env` table instead. One problem per argument, as (`field[i]`, message).
+pub(crate) fn secret_references_in_argv(field: &str, argv: &[String]) -> Vec<(String, String)> {
+    argv.iter()
+        .enumerate()
+        .filter_map(|(i, arg)| {
+            let var = crate::secrets::referenced_vars(arg).into_iter().next()?;
+            Some((
+                format!("{field}[{i}]"),
+                format!(
+                    "\"${{{var}}}\" in the command line would expose its value to every process on the machine: \
+                     pass it in the environment instead, e.g. env = {{ {var} = \"${{{var}}}\" }}, and read ${var} in the command"
+                ),
+            ))
+        })
+        .collect()
 }
 
 /// Replaces each `{name}` placeholder of `template` by `value(name)`; `${VAR}` and unknown names stay as written.

@@ -10,4 +10,5 @@ mod process;
 mod tests;
 
 pub use config::CommandConfig;
+pub(crate) use config::{secret_references_in_argv, validate_env_table};
 pub use driver::{run_argv, CommandTarget};
