@@ -323,14 +323,14 @@ fn each_mistake_alone_is_reported_at_its_key_path() {
             "pass it in the environment instead",
         ),
         (
-            "requires = [\"staging\"]",
-            "requires = [\"staging\"]\n\n[environments.production.migrations]\ncommand = [\"mvn\", \"flyway:migrate\", \"-Dflyway.url=${PROD_FLYWAY_URL}\"]",
+            "allow = [ { days = \"tue-wed\", hours = \"10:00-14:00\" } ]",
+            "allow = [ { days = \"tue-wed\", hours = \"10:00-14:00\" } ]\n\n[environments.production.migrations]\ncommand = [\"mvn\", \"flyway:migrate\", \"-Dflyway.url=${PROD_FLYWAY_URL}\"]",
             "environments.production.migrations.command[2]",
             "env = { PROD_FLYWAY_URL = \"${PROD_FLYWAY_URL}\" }",
         ),
         (
-            "requires = [\"staging\"]",
-            "requires = [\"staging\"]\n\n[environments.production.migrations]\ncommand = [\"mvn\", \"flyway:migrate\"]\nenv = { FLYWAY_URL = \"${lower}\" }",
+            "allow = [ { days = \"tue-wed\", hours = \"10:00-14:00\" } ]",
+            "allow = [ { days = \"tue-wed\", hours = \"10:00-14:00\" } ]\n\n[environments.production.migrations]\ncommand = [\"mvn\", \"flyway:migrate\"]\nenv = { FLYWAY_URL = \"${lower}\" }",
             "environments.production.migrations.env.FLYWAY_URL",
             "not an environment variable reference",
         ),
@@ -371,8 +371,8 @@ fn each_mistake_alone_is_reported_at_its_key_path() {
 #[test]
 fn secrets_for_command_steps_go_through_their_env_table_and_prometheus_auth() {
     let text = BASE.replacen(
-        "requires = [\"staging\"]",
-        "requires = [\"staging\"]\n\n[environments.production.migrations]\ncommand = [\"mvn\", \"flyway:migrate\"]\nenv = { FLYWAY_URL = \"${PROD_FLYWAY_URL}\", FLYWAY_PASSWORD = \"${PROD_FLYWAY_PASSWORD}\" }\n\n[environments.production.monitor]\nprometheus_url = \"https://prom.internal\"\nprometheus_auth = { username = \"${PROM_USER}\", password = \"${PROM_PASSWORD}\" }",
+        "allow = [ { days = \"tue-wed\", hours = \"10:00-14:00\" } ]",
+        "allow = [ { days = \"tue-wed\", hours = \"10:00-14:00\" } ]\n\n[environments.production.migrations]\ncommand = [\"mvn\", \"flyway:migrate\"]\nenv = { FLYWAY_URL = \"${PROD_FLYWAY_URL}\", FLYWAY_PASSWORD = \"${PROD_FLYWAY_PASSWORD}\" }\n\n[environments.production.monitor]\nprometheus_url = \"https://prom.internal\"\nprometheus_auth = { username = \"${PROM_USER}\", password = \"${PROM_PASSWORD}\" }",
         1,
     );
     let config = Config::parse(&text).unwrap_or_else(|p| panic!("{}", show(&p)));
