@@ -312,6 +312,37 @@ async fn a_deployment_service_is_upserted_per_service() {
 }
 
 #[tokio::test]
+async fn the_recorded_reference_of_a_version_is_the_latest_from_a_succeeded_deployment_of_that_environment() {
+    for db in stores().await {
+        let service = |d: i64, version: &str, to_ref: Option<&str>| DeploymentService {
+            deployment_id: d,
+            service: "backend".into(),
+            from_version: None,
+            from_ref: None,
+            to_version: version.into(),
+            to_ref: to_ref.map(str::to_string),
+            state: "deployed".into(),
+        };
+        let first = create(&db, "production", "v1.0.0", DeploymentState::Succeeded, T0).await;
+        db.put_deployment_service(&service(first.id, "v1.0.0", Some("td/be:2")), T0).await.unwrap();
+        let again = create(&db, "production", "v1.0.0", DeploymentState::Succeeded, T0 + 10).await;
+        db.put_deployment_service(&service(again.id, "v1.0.0", Some("td/be:5")), T0 + 10).await.unwrap();
+        let failed = create(&db, "production", "v1.0.0", DeploymentState::Failed, T0 + 20).await;
+        db.put_deployment_service(&service(failed.id, "v1.0.0", Some("td/be:6")), T0 + 20).await.unwrap();
+        let unrecorded = create(&db, "production", "v1.0.0", DeploymentState::Succeeded, T0 + 30).await;
+        db.put_deployment_service(&service(unrecorded.id, "v1.0.0", None), T0 + 30).await.unwrap();
+        let staging = create(&db, "staging", "v1.0.0", DeploymentState::Succeeded, T0 + 40).await;
+        db.put_deployment_service(&service(staging.id, "v1.0.0", Some("td/be-staging:1")), T0 + 40).await.unwrap();
+
+        let found = db.recorded_ref("production", "backend", "v1.0.0").await.unwrap();
+        assert_eq!(found.as_deref(), Some("td/be:5"), "{}: the latest succeeded one with a reference, not the failed one", db.name);
+        assert_eq!(db.recorded_ref("production", "frontend", "v1.0.0").await.unwrap(), None, "{}", db.name);
+        assert_eq!(db.recorded_ref("production", "backend", "v0.9.0").await.unwrap(), None, "{}", db.name);
+        assert_eq!(db.recorded_ref("staging", "backend", "v1.0.0").await.unwrap().as_deref(), Some("td/be-staging:1"), "{}", db.name);
+    }
+}
+
+#[tokio::test]
 async fn service_versions_keep_the_latest_version_per_environment_and_service() {
     for db in stores().await {
         let d1 = create(&db, "production", "v1.0.0", DeploymentState::Succeeded, T0).await;

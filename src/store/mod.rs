@@ -586,7 +586,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT s.to_ref FROM deployment_services s JOIN deployments d ON d.id = s.deployment_id \
              WHERE d.env = $1 AND s.service = $2 AND s.to_version = $3 AND d.state = 'succeeded' AND s.to_ref IS NOT NULL \
-             ORDER BY d.finished_at DESC, d.id DESC LIMIT 1",
+             ORDER BY d.id DESC LIMIT 1",
         )
         .bind(env)
         .bind(service)
