@@ -29,7 +29,7 @@ use crate::targets::DeployTarget;
 pub async fn build_targets(config: &Config) -> BTreeMap<deploybot_commands::EnvName, Arc<dyn DeployTarget>> {
     let mut out = BTreeMap::new();
     for env in config.environments.values() {
-        match crate::targets::build(&env.target).await {
+        match crate::targets::build(&env.target, &config.vars).await {
             Ok(t) => {
                 out.insert(env.name.clone(), t);
             }
@@ -132,7 +132,7 @@ pub struct SlackApp {
 /// Resolves the Slack secrets (the error names the missing variable) and builds the engine on Slack.
 pub async fn build_slack_app(config: Config, clock: Arc<dyn Clock>) -> Result<SlackApp> {
     let slack_config = config.chat.slack.clone().context("platform is slack but there is no [chat.slack] table")?;
-    let secrets = SlackSecrets::resolve(&slack_config)?;
+    let secrets = SlackSecrets::resolve(&slack_config, &config.vars)?;
     let slack = Arc::new(SlackPlatform::new(&slack_config.api_url, &secrets.bot_token)?);
     let store = Store::connect(&config.bot.database_url).await?;
     let targets = build_targets(&config).await;

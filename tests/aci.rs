@@ -6,10 +6,9 @@
 mod arm_double;
 
 use std::collections::BTreeMap;
-use std::sync::Once;
 
 use arm_double::{group, ArmDouble, Provisioning, CLIENT_ID, RESOURCE_GROUP, SUBSCRIPTION, TENANT};
-use deploybot::secrets::SecretRef;
+use deploybot::secrets::{SecretRef, Vars};
 use deploybot::targets::azure_aci::{AciConfig, AciTarget};
 use deploybot::targets::{DeployRequest, DeployTarget, RollbackRequest, Running, TargetError};
 use deploybot_commands::ServiceName;
@@ -20,12 +19,9 @@ const GROUP: &str = "invoice-me-backend";
 const CLIENT_SECRET: &str = "s3cr3t-client-value";
 const JWT_SECRET: &str = "jwt-signing-key-value";
 
-fn test_secrets() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        std::env::set_var("DEPLOYBOT_TEST_ACI_CLIENT_SECRET", CLIENT_SECRET);
-        std::env::set_var("DEPLOYBOT_TEST_ACI_JWT_SECRET", JWT_SECRET);
-    });
+/// The variables the configs below refer to, given to the driver explicitly.
+fn vars() -> Vars {
+    Vars::from_pairs([("DEPLOYBOT_TEST_ACI_CLIENT_SECRET", CLIENT_SECRET), ("DEPLOYBOT_TEST_ACI_JWT_SECRET", JWT_SECRET)])
 }
 
 fn backend() -> ServiceName {
@@ -33,7 +29,6 @@ fn backend() -> ServiceName {
 }
 
 fn config(arm: &ArmDouble, rollout_timeout: &str) -> AciConfig {
-    test_secrets();
     AciConfig {
         subscription_id: SUBSCRIPTION.into(),
         resource_group: RESOURCE_GROUP.into(),
@@ -67,7 +62,7 @@ fn deploy_request(version: &str) -> DeployRequest {
 #[tokio::test]
 async fn azure_aci_current_reports_the_image_tag_and_caches_the_token() {
     let arm = arm(Provisioning::Succeeds).await;
-    let target = AciTarget::new(&config(&arm, "10s")).unwrap();
+    let target = AciTarget::new(&config(&arm, "10s"), &vars()).unwrap();
 
     let current = target.current(&backend(), REPO).await.unwrap();
     target.current(&backend(), REPO).await.unwrap();
@@ -79,7 +74,7 @@ async fn azure_aci_current_reports_the_image_tag_and_caches_the_token() {
 #[tokio::test]
 async fn azure_aci_deploy_puts_the_group_back_with_only_the_image_changed_and_waits_for_succeeded() {
     let arm = arm(Provisioning::Succeeds).await;
-    let target = AciTarget::new(&config(&arm, "10s")).unwrap();
+    let target = AciTarget::new(&config(&arm, "10s"), &vars()).unwrap();
 
     let deployed = target.deploy(&deploy_request("v1.1.0")).await.unwrap();
     target.wait_rollout(&backend(), &deployed).await.unwrap();
@@ -109,7 +104,7 @@ async fn azure_aci_deploy_puts_the_group_back_with_only_the_image_changed_and_wa
 #[tokio::test]
 async fn azure_aci_a_failed_provisioning_reports_the_containers_state_and_events() {
     let arm = arm(Provisioning::Fails).await;
-    let target = AciTarget::new(&config(&arm, "10s")).unwrap();
+    let target = AciTarget::new(&config(&arm, "10s"), &vars()).unwrap();
 
     let deployed = target.deploy(&deploy_request("v1.1.0-crash")).await.unwrap();
     let err = target.wait_rollout(&backend(), &deployed).await.unwrap_err();
@@ -124,7 +119,7 @@ async fn azure_aci_a_failed_provisioning_reports_the_containers_state_and_events
 #[tokio::test]
 async fn azure_aci_a_provisioning_that_hangs_times_out() {
     let arm = arm(Provisioning::Hangs).await;
-    let target = AciTarget::new(&config(&arm, "300ms")).unwrap();
+    let target = AciTarget::new(&config(&arm, "300ms"), &vars()).unwrap();
 
     let deployed = target.deploy(&deploy_request("v1.1.0-slow")).await.unwrap();
     let err = target.wait_rollout(&backend(), &deployed).await.unwrap_err();
@@ -138,7 +133,7 @@ async fn azure_aci_a_provisioning_that_hangs_times_out() {
 #[tokio::test]
 async fn azure_aci_rollback_puts_the_previous_image_back_and_waits() {
     let arm = arm(Provisioning::Succeeds).await;
-    let target = AciTarget::new(&config(&arm, "10s")).unwrap();
+    let target = AciTarget::new(&config(&arm, "10s"), &vars()).unwrap();
     let previous = target.current(&backend(), REPO).await.unwrap().unwrap();
     target.deploy(&deploy_request("v1.1.0")).await.unwrap();
 
@@ -158,7 +153,7 @@ async fn azure_aci_a_managed_identity_token_comes_from_imds_with_the_metadata_he
     let mut config = config(&arm, "10s");
     config.client_secret = None;
     config.client_id = None;
-    let target = AciTarget::new(&config).unwrap();
+    let target = AciTarget::new(&config, &vars()).unwrap();
 
     assert_eq!(target.current(&backend(), REPO).await.unwrap().unwrap().version, "v1.0.0");
     assert_eq!(arm.tokens_issued(), 1);
@@ -167,7 +162,7 @@ async fn azure_aci_a_managed_identity_token_comes_from_imds_with_the_metadata_he
 #[tokio::test]
 async fn azure_aci_a_token_arm_no_longer_accepts_is_replaced_once() {
     let arm = arm(Provisioning::Succeeds).await;
-    let target = AciTarget::new(&config(&arm, "10s")).unwrap();
+    let target = AciTarget::new(&config(&arm, "10s"), &vars()).unwrap();
     target.current(&backend(), REPO).await.unwrap();
     arm.revoke_token();
 
@@ -178,7 +173,7 @@ async fn azure_aci_a_token_arm_no_longer_accepts_is_replaced_once() {
 #[tokio::test]
 async fn azure_aci_refused_client_credentials_are_a_readable_failure_without_the_secret() {
     let arm = ArmDouble::start("another-secret-value", vec![group(GROUP, &format!("{REPO}:v1.0.0"))], Provisioning::Succeeds).await;
-    let target = AciTarget::new(&config(&arm, "10s")).unwrap();
+    let target = AciTarget::new(&config(&arm, "10s"), &vars()).unwrap();
 
     let err = target.deploy(&deploy_request("v1.1.0")).await.unwrap_err();
 
@@ -195,7 +190,7 @@ async fn azure_aci_a_missing_group_or_secure_value_is_a_readable_failure() {
     let arm = arm(Provisioning::Succeeds).await;
     let mut wrong = config(&arm, "10s");
     wrong.container_groups.insert("backend".into(), "invoice-me-backnd".into());
-    let err = AciTarget::new(&wrong).unwrap().current(&backend(), REPO).await.unwrap_err();
+    let err = AciTarget::new(&wrong, &vars()).unwrap().current(&backend(), REPO).await.unwrap_err();
     assert!(
         err.to_string().starts_with(&format!("container group invoice-me-backnd not found in resource group {RESOURCE_GROUP} of subscription {SUBSCRIPTION}")),
         "{err}"
@@ -203,7 +198,7 @@ async fn azure_aci_a_missing_group_or_secure_value_is_a_readable_failure() {
 
     let mut no_secure = config(&arm, "10s");
     no_secure.secure_environment.clear();
-    let err = AciTarget::new(&no_secure).unwrap().deploy(&deploy_request("v1.1.0")).await.unwrap_err();
+    let err = AciTarget::new(&no_secure, &vars()).unwrap().deploy(&deploy_request("v1.1.0")).await.unwrap_err();
     assert!(err.to_string().contains(&format!("supply secure variable JWT_SECRET of container {GROUP} (target.secure_environment.{GROUP}.JWT_SECRET)")), "{err}");
     assert!(arm.puts().is_empty(), "nothing is PUT that would lose a secret");
 }

@@ -24,6 +24,7 @@ fn settings(database_url: &str, dir: &Path, s3: Option<String>, endpoint: Option
         timeout: Duration::from_secs(60),
         pg_dump: "pg_dump".into(),
         psql: "psql".into(),
+        vars: deploybot::secrets::Vars::from_pairs(services::MOTO_KEYS),
     }
 }
 
@@ -145,8 +146,6 @@ async fn an_unreachable_s3_fails_the_backup_with_the_cause() {
     db.seed().await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    std::env::set_var("AWS_ACCESS_KEY_ID", std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "testing".into()));
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "testing".into()));
     let s = settings(&db.url, dir.path(), Some("s3://backups/invoiceme/".into()), Some(format!("http://127.0.0.1:{closed}")));
     let err = backup::take(&s, Utc::now()).await.unwrap_err();
     let text = err.to_string();

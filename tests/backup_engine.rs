@@ -37,8 +37,8 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("deploy.sh"), DEPLOY_SH).unwrap();
         let var = services::unique("DEPLOYBOT_TEST_BACKUP_DB").replace('-', "_").to_uppercase();
-        std::env::set_var(&var, &db.url);
-        let config = Config::parse(&config_text(dir.path(), &var, moto, bucket)).unwrap_or_else(|p| panic!("test config: {p:?}"));
+        let mut config = Config::parse(&config_text(dir.path(), &var, moto, bucket)).unwrap_or_else(|p| panic!("test config: {p:?}"));
+        config.vars = deploybot::secrets::Vars::from_pairs(services::MOTO_KEYS.into_iter().chain([(var.as_str(), db.url.as_str())]));
         let clock = Arc::new(ShiftedClock::at(Utc::now()));
         let app = app::build_console_app(config, clock, None).await.unwrap();
         Harness { dir, app, seq: AtomicU64::new(0) }

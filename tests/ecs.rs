@@ -6,7 +6,6 @@
 mod ecs_double;
 
 use std::collections::BTreeMap;
-use std::sync::Once;
 use std::time::Instant;
 
 use deploybot::targets::aws_ecs::{EcsConfig, EcsTarget};
@@ -18,14 +17,10 @@ use serde_json::{json, Value};
 const REPO: &str = "your-registry/invoice-me-backend";
 const ECS_SERVICE: &str = "invoice-me-backend";
 
-/// Static test credentials, so that the standard chain never looks further (profiles, IMDS).
-fn test_credentials() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    });
+/// Static test keys, given to the driver explicitly, so that the standard chain is never asked
+/// (environment, profiles, IMDS).
+fn test_vars() -> deploybot::secrets::Vars {
+    deploybot::secrets::Vars::from_pairs([("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")])
 }
 
 fn backend() -> ServiceName {
@@ -45,8 +40,7 @@ fn config(endpoint: &str, cluster: &str, rollout_timeout: &str) -> EcsConfig {
 }
 
 async fn target(config: &EcsConfig) -> EcsTarget {
-    test_credentials();
-    EcsTarget::new(config).await.unwrap()
+    EcsTarget::new(config, &test_vars()).await.unwrap()
 }
 
 fn deploy_request(version: &str) -> DeployRequest {
@@ -355,7 +349,6 @@ struct EcsBot {
 
 impl EcsBot {
     async fn start(ecs: &EcsDouble) -> EcsBot {
-        test_credentials();
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             r#"[bot]
@@ -377,7 +370,8 @@ target = {{ kind = "ecs", cluster = "invoice-me-cluster", region = "us-east-1", 
             d = dir.path().display(),
             url = ecs.url
         );
-        let config = deploybot::config::Config::parse(&text).unwrap_or_else(|p| panic!("{}", p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")));
+        let mut config = deploybot::config::Config::parse(&text).unwrap_or_else(|p| panic!("{}", p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")));
+        config.vars = test_vars();
         let app = deploybot::app::build_console_app(config, std::sync::Arc::new(deploybot::engine::clock::SystemClock), None).await.unwrap();
         EcsBot { app, seq: std::sync::atomic::AtomicU64::new(0), _dir: dir }
     }

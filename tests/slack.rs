@@ -69,10 +69,12 @@ impl Secrets {
             signing: format!("8f742231b10e8888abcd99yyyzzz{salt}"),
             vars: (format!("DEPLOYBOT_TEST_SLACK_BOT_{salt}"), format!("DEPLOYBOT_TEST_SLACK_APP_{salt}"), format!("DEPLOYBOT_TEST_SLACK_SIGNING_{salt}")),
         };
-        std::env::set_var(&s.vars.0, &s.bot);
-        std::env::set_var(&s.vars.1, &s.app);
-        std::env::set_var(&s.vars.2, &s.signing);
         s
+    }
+
+    /// The variables the config refers to, given to the bot explicitly.
+    fn vars(&self) -> deploybot::secrets::Vars {
+        deploybot::secrets::Vars::from_pairs([(self.vars.0.as_str(), self.bot.as_str()), (self.vars.1.as_str(), self.app.as_str()), (self.vars.2.as_str(), self.signing.as_str())])
     }
 }
 
@@ -168,7 +170,8 @@ impl World {
     /// Starts the bot (again, on the same database) in `mode`.
     async fn start(&self, mode: Mode) -> Bot {
         let text = config_text(self.dir.path(), self.health, mode, &self.slack.api_url, &self.secrets);
-        let config = support::bot::parse_config(&text);
+        let mut config = support::bot::parse_config(&text);
+        config.vars = self.secrets.vars();
         let clock = Arc::new(ShiftedClock::at(support::bot::open_tuesday(&config, "production")));
         let app = app::build_slack_app(config, clock).await.unwrap();
         let (stop, shutdown) = watch::channel(false);

@@ -578,8 +578,8 @@ async fn a_failed_post_is_retried_no_sooner_than_asked() {
 
 #[tokio::test]
 async fn a_secret_in_a_message_body_is_stored_masked() {
-    std::env::set_var("DEPLOYBOT_TEST_OUTBOX_TOKEN", "xoxb-outbox-5ecret-7731");
-    let secret = deploybot::secrets::SecretRef::parse("${DEPLOYBOT_TEST_OUTBOX_TOKEN}").unwrap().resolve().unwrap();
+    let vars = deploybot::secrets::Vars::from_pairs([("DEPLOYBOT_TEST_OUTBOX_TOKEN", "xoxb-outbox-5ecret-7731")]);
+    let secret = deploybot::secrets::SecretRef::parse("${DEPLOYBOT_TEST_OUTBOX_TOKEN}").unwrap().resolve_in(&vars).unwrap();
     for db in stores().await {
         db.outbox_put(&message("reply:secret", &format!("token is {}", secret.expose())), T0).await.unwrap();
         let body = db.outbox_message("reply:secret").await.unwrap().unwrap().body;

@@ -59,12 +59,14 @@ pub struct Settings {
     pub timeout: Duration,
     pub pg_dump: String,
     pub psql: String,
+    /// Where the S3 client's explicit AWS keys come from, if anywhere (see `Vars::explicit_aws_keys`).
+    pub vars: crate::secrets::Vars,
 }
 
 impl Settings {
     /// Reads the database URL's secret; the error names the missing variable.
-    pub fn from_config(env: &str, c: &BackupConfig) -> Result<Settings, BackupError> {
-        let database_url = c.database_url.resolve().map_err(|e| BackupError::Config(format!("no database to back up: {e}")))?;
+    pub fn from_config(env: &str, c: &BackupConfig, vars: &crate::secrets::Vars) -> Result<Settings, BackupError> {
+        let database_url = c.database_url.resolve_in(vars).map_err(|e| BackupError::Config(format!("no database to back up: {e}")))?;
         let duration = |what: &str, s: &str| crate::config::parse_duration(s).map_err(|e| BackupError::Config(format!("backup {what} \"{s}\": {e}")));
         Ok(Settings {
             env: env.to_string(),
@@ -77,12 +79,13 @@ impl Settings {
             timeout: duration("timeout", &c.timeout)?,
             pg_dump: c.pg_dump.clone(),
             psql: c.psql_program(),
+            vars: vars.clone(),
         })
     }
 
     async fn s3(&self) -> Result<Option<S3Location>, BackupError> {
         match &self.s3 {
-            Some(uri) => Ok(Some(S3Location::new(uri, &self.s3_region, self.s3_endpoint_url.as_deref()).await?)),
+            Some(uri) => Ok(Some(S3Location::new(uri, &self.s3_region, self.s3_endpoint_url.as_deref(), &self.vars).await?)),
             None => Ok(None),
         }
     }

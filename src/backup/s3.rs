@@ -24,13 +24,17 @@ pub struct S3Location {
 
 impl S3Location {
     /// `uri` is `s3://bucket/prefix/`; `endpoint_url` overrides AWS's (e.g. moto on loopback).
-    pub async fn new(uri: &str, region: &str, endpoint_url: Option<&str>) -> Result<S3Location, BackupError> {
+    /// AWS keys given explicitly in `vars` replace the SDK's standard chain.
+    pub async fn new(uri: &str, region: &str, endpoint_url: Option<&str>, vars: &crate::secrets::Vars) -> Result<S3Location, BackupError> {
         let (bucket, prefix) = crate::config::parse_s3_uri(uri).map_err(BackupError::Config)?;
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
-            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build())
-            .load()
-            .await;
+            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build());
+        if let Some((id, secret, token)) = vars.explicit_aws_keys() {
+            let credentials = aws_sdk_s3::config::Credentials::new(id.expose(), secret.expose(), token.map(|t| t.expose().to_string()), None, "deploybot-vars");
+            loader = loader.credentials_provider(credentials);
+        }
+        let shared = loader.load().await;
         let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(true);
         if let Some(url) = endpoint_url {
             config = config.endpoint_url(url);

@@ -26,7 +26,7 @@ impl Engine {
     pub(crate) async fn backup_phase(&self, d: &Deployment, env: &Environment, seq: i64) -> Result<(), Stop> {
         let Some(config) = env.backup.clone() else { return Ok(()) };
         self.optional_step(d, env, seq, "backup", true, |_| async move {
-            let settings = Settings::from_config(env.name.as_str(), &config).map_err(|e| failed("backup", "backup failed", e))?;
+            let settings = Settings::from_config(env.name.as_str(), &config, &self.config.vars).map_err(|e| failed("backup", "backup failed", e))?;
             let taken = backup::take(&settings, self.now()).await.map_err(|e| failed("backup", "backup failed, nothing was changed", e))?;
             let record = BackupRecord {
                 deployment_id: d.id,
@@ -50,7 +50,7 @@ impl Engine {
             let of = d.rollback_of.ok_or_else(|| fail(&"this rollback names no deployment to undo"))?;
             let config = env.backup.clone().ok_or_else(|| fail(&format!("{} has no [backup] configured", env.name)))?;
             let record = self.store.backup_for(of).await.map_err(internal)?.ok_or_else(|| fail(&format!("no backup is recorded for #{of}")))?;
-            let settings = Settings::from_config(env.name.as_str(), &config).map_err(|e| fail(&e))?;
+            let settings = Settings::from_config(env.name.as_str(), &config, &self.config.vars).map_err(|e| fail(&e))?;
             let path = backup::local_copy(&settings, record.local_path.as_deref(), record.remote_uri.as_deref()).await.map_err(|e| fail(&e))?;
             let before = backup::restore(&settings, &path).await.map_err(|e| fail(&e))?;
             let mut detail = format!(
@@ -88,7 +88,7 @@ impl Engine {
             Ok(target) => target,
             Err(reply) => return Ok(reply),
         };
-        let settings = match Settings::from_config(env.name.as_str(), &config) {
+        let settings = match Settings::from_config(env.name.as_str(), &config, &self.config.vars) {
             Ok(s) => s,
             Err(e) => return Ok(Reply(format!("⚠️ Cannot prepare the restore: {}. {nothing}", redact(&e.to_string())))),
         };

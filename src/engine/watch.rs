@@ -58,7 +58,7 @@ impl Engine {
             .await
             .map_err(internal)?;
 
-        let source = WatchSource { engine: self, env, d, prometheus: m.prometheus_url.as_deref().map(|u| Prometheus::from_config(u, m.prometheus_auth.as_ref(), self.http.clone())) };
+        let source = WatchSource { engine: self, env, d, prometheus: m.prometheus_url.as_deref().map(|u| Prometheus::from_config(u, m.prometheus_auth.as_ref(), &self.config.vars, self.http.clone())) };
         let sink = WatchSink { engine: self, env, d, started: self.now_ms() };
         let mut evaluator = Evaluator::new(m.rules.clone());
         // Type-erased: the job runner's future holds every step's, and this one is deep.

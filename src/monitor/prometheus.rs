@@ -45,8 +45,8 @@ pub enum Credentials {
 }
 
 impl Credentials {
-    fn resolve(auth: &PrometheusAuth) -> Result<Credentials, String> {
-        let resolve = |key: &str, r: &crate::secrets::SecretRef| r.resolve().map_err(|e| format!("prometheus_auth.{key}: {e}"));
+    fn resolve(auth: &PrometheusAuth, vars: &crate::secrets::Vars) -> Result<Credentials, String> {
+        let resolve = |key: &str, r: &crate::secrets::SecretRef| r.resolve_in(vars).map_err(|e| format!("prometheus_auth.{key}: {e}"));
         match (&auth.token, &auth.username, &auth.password) {
             (Some(token), _, _) => Ok(Credentials::Bearer(resolve("token", token)?)),
             (None, Some(user), Some(password)) => Ok(Credentials::Basic { username: resolve("username", user)?, password: resolve("password", password)? }),
@@ -86,8 +86,8 @@ impl Prometheus {
     }
 
     /// The client of a `[environments.X.monitor]` table: `prometheus_auth`'s variables are read now.
-    pub fn from_config(base: &str, auth: Option<&PrometheusAuth>, http: reqwest::Client) -> Prometheus {
-        Prometheus::with(base, auth.map(Credentials::resolve).transpose(), http)
+    pub fn from_config(base: &str, auth: Option<&PrometheusAuth>, vars: &crate::secrets::Vars, http: reqwest::Client) -> Prometheus {
+        Prometheus::with(base, auth.map(|a| Credentials::resolve(a, vars)).transpose(), http)
     }
 
     fn with(base: &str, auth: Result<Option<Credentials>, String>, http: reqwest::Client) -> Prometheus {
@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn credentials_whose_variable_is_unset_are_reported_by_each_query() {
         let auth: PrometheusAuth = toml::from_str(r#"token = "${DEPLOYBOT_TEST_SURELY_UNSET_PROM_TOKEN}""#).unwrap();
-        let prometheus = Prometheus::from_config("http://127.0.0.1:9", Some(&auth), reqwest::Client::new());
+        let prometheus = Prometheus::from_config("http://127.0.0.1:9", Some(&auth), &crate::secrets::Vars::from_pairs([("OTHER", "x")]), reqwest::Client::new());
         let e = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(prometheus.query("up")).unwrap_err();
         assert_eq!(e.to_string(), "cannot authenticate to Prometheus: prometheus_auth.token: environment variable DEPLOYBOT_TEST_SURELY_UNSET_PROM_TOKEN is not set");
     }

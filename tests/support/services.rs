@@ -30,16 +30,14 @@ pub fn postgres() -> Option<String> {
     service("DEPLOYBOT_TEST_PG_URL", "DEPLOYBOT_SKIP_PG", "postgres", "PostgreSQL")
 }
 
-/// moto's base URL; the AWS SDK's credentials default to moto's dummy ones.
+/// moto's base URL. The AWS keys moto accepts are given to the code under test explicitly
+/// ([`MOTO_KEYS`] in its `Vars`), never through this process's environment.
 pub fn moto() -> Option<String> {
-    let url = service("DEPLOYBOT_TEST_MOTO_URL", "DEPLOYBOT_SKIP_MOTO", "moto", "moto (the AWS emulator)")?;
-    for (k, v) in [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")] {
-        if std::env::var_os(k).is_none() {
-            std::env::set_var(k, v);
-        }
-    }
-    Some(url)
+    service("DEPLOYBOT_TEST_MOTO_URL", "DEPLOYBOT_SKIP_MOTO", "moto", "moto (the AWS emulator)")
 }
+
+/// moto's dummy AWS keys, as `Vars` entries.
+pub const MOTO_KEYS: [(&str, &str); 2] = [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")];
 
 /// The registry's `host:port`.
 pub fn registry() -> Option<String> {
@@ -136,7 +134,12 @@ pub async fn bucket(moto: &str) -> String {
 /// The bytes of an object on moto, or `None` when there is none (read with a signed request:
 /// moto keeps objects private).
 pub async fn object(moto: &str, bucket: &str, key: &str) -> Option<Vec<u8>> {
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_sdk_s3::config::Region::new("us-east-1")).load().await;
+    let keys = aws_sdk_s3::config::Credentials::new(MOTO_KEYS[0].1, MOTO_KEYS[1].1, None, None, "moto");
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(keys)
+        .load()
+        .await;
     let config = aws_sdk_s3::config::Builder::from(&shared).endpoint_url(moto).force_path_style(true).build();
     let client = aws_sdk_s3::Client::from_conf(config);
     let object = client.get_object().bucket(bucket).key(key).send().await.ok()?;

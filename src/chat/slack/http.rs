@@ -28,7 +28,7 @@ struct Slack {
 /// The Slack routes, when the bot runs on Slack with a signing secret; otherwise none.
 pub fn routes(engine: &Arc<Engine>) -> Router {
     let secret = match (&engine.config.chat.platform, &engine.config.chat.slack) {
-        (Platform::Slack, Some(slack)) => slack.signing_secret.as_ref().and_then(|s| s.resolve().ok()),
+        (Platform::Slack, Some(slack)) => slack.signing_secret.as_ref().and_then(|s| s.resolve_in(&engine.config.vars).ok()),
         _ => None,
     };
     let Some(secret) = secret else { return Router::new() };

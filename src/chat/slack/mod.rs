@@ -56,19 +56,19 @@ pub struct SlackSecrets {
 
 impl SlackSecrets {
     /// Resolves the tokens the configured mode needs; the error names the missing variable.
-    pub fn resolve(config: &SlackConfig) -> Result<SlackSecrets> {
-        let get = |key: &str, r: &crate::secrets::SecretRef| r.resolve().map_err(|e| anyhow::anyhow!("[chat.slack] {key}: {e}"));
+    pub fn resolve(config: &SlackConfig, vars: &crate::secrets::Vars) -> Result<SlackSecrets> {
+        let get = |key: &str, r: &crate::secrets::SecretRef| r.resolve_in(vars).map_err(|e| anyhow::anyhow!("[chat.slack] {key}: {e}"));
         let bot_token = get("bot_token", &config.bot_token)?;
         let app_token = match (&config.mode, &config.app_token) {
             (crate::config::SlackMode::Socket, Some(r)) => Some(get("app_token", r)?),
             (crate::config::SlackMode::Socket, None) => anyhow::bail!("[chat.slack] app_token is required in socket mode"),
-            (_, Some(r)) => r.resolve().ok(),
+            (_, Some(r)) => r.resolve_in(vars).ok(),
             (_, None) => None,
         };
         let signing_secret = match (&config.mode, &config.signing_secret) {
             (crate::config::SlackMode::Events, Some(r)) => Some(get("signing_secret", r)?),
             (crate::config::SlackMode::Events, None) => anyhow::bail!("[chat.slack] signing_secret is required in events mode"),
-            (_, Some(r)) => r.resolve().ok(),
+            (_, Some(r)) => r.resolve_in(vars).ok(),
             (_, None) => None,
         };
         Ok(SlackSecrets { bot_token, app_token, signing_secret })

@@ -36,16 +36,19 @@ pub struct EcsTarget {
 impl EcsTarget {
     /// Builds the client: credentials by the standard AWS chain (resolved on first call), the
     /// configured region, `endpoint_url` when set, throttling retried with backoff.
-    pub async fn new(config: &EcsConfig) -> anyhow::Result<EcsTarget> {
+    pub async fn new(config: &EcsConfig, vars: &crate::secrets::Vars) -> anyhow::Result<EcsTarget> {
         let duration = |field: &str, value: &str| crate::config::parse_duration(value).map_err(anyhow::Error::msg).with_context(|| format!("target.{field}"));
         let rollout_timeout = duration("rollout_timeout", &config.rollout_timeout)?;
         let poll_interval = duration("poll_interval", &config.poll_interval)?;
-        let shared = aws_config::defaults(BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-            .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(ATTEMPT_TIMEOUT).build())
-            .load()
-            .await;
+            .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(ATTEMPT_TIMEOUT).build());
+        if let Some((id, secret, token)) = vars.explicit_aws_keys() {
+            let credentials = aws_sdk_ecs::config::Credentials::new(id.expose(), secret.expose(), token.map(|t| t.expose().to_string()), None, "deploybot-vars");
+            loader = loader.credentials_provider(credentials);
+        }
+        let shared = loader.load().await;
         let mut ecs = aws_sdk_ecs::config::Builder::from(&shared);
         if let Some(url) = &config.endpoint_url {
             ecs = ecs.endpoint_url(url);

@@ -34,9 +34,9 @@ pub struct AciTarget {
 
 impl AciTarget {
     /// Resolves the secrets the config refers to; talks to nothing until first used.
-    pub fn new(config: &AciConfig) -> anyhow::Result<AciTarget> {
+    pub fn new(config: &AciConfig, vars: &crate::secrets::Vars) -> anyhow::Result<AciTarget> {
         let duration = |field: &str, value: &str| crate::config::parse_duration(value).map_err(anyhow::Error::msg).with_context(|| format!("target.{field}"));
-        let resolve = |field: String, r: &crate::secrets::SecretRef| r.resolve().map_err(anyhow::Error::msg).with_context(|| field);
+        let resolve = |field: String, r: &crate::secrets::SecretRef| r.resolve_in(vars).map_err(anyhow::Error::msg).with_context(|| field);
         let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().context("building the HTTP client for Azure")?;
         let credentials = match (&config.client_secret, &config.tenant_id, &config.client_id) {
             (Some(secret), Some(tenant_id), Some(client_id)) => Credentials::Client {

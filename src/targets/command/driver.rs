@@ -75,9 +75,9 @@ impl Invocation<'_> {
 
 impl CommandTarget {
     /// Parses the timeout and expands the `env` table; fails with the variable's name when one is unset.
-    pub fn new(config: &CommandConfig) -> anyhow::Result<CommandTarget> {
+    pub fn new(config: &CommandConfig, vars: &crate::secrets::Vars) -> anyhow::Result<CommandTarget> {
         let timeout = crate::config::parse_duration(&config.timeout).map_err(anyhow::Error::msg).context("target.timeout")?;
-        let env = crate::secrets::expand_env_table(&config.env, &crate::secrets::Vars::process()).map_err(|e| anyhow::anyhow!("target.{e}"))?;
+        let env = crate::secrets::expand_env_table(&config.env, vars).map_err(|e| anyhow::anyhow!("target.{e}"))?;
         Ok(CommandTarget { config: config.clone(), timeout, env, last_output: Mutex::new(HashMap::new()) })
     }
 

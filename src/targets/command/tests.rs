@@ -8,6 +8,7 @@ use deploybot_commands::ServiceName;
 use super::config::render;
 use super::process::{Tail, OUTPUT_TAIL_BYTES};
 use super::{CommandConfig, CommandTarget};
+use crate::secrets::Vars;
 use crate::targets::{DeployRequest, DeployTarget, RollbackRequest, Running, TargetError};
 
 fn script(dir: &Path, name: &str, body: &str) -> String {
@@ -65,7 +66,7 @@ fn alive(pid: &str) -> bool {
 async fn a_successful_command_reports_the_version_and_its_output() {
     let dir = tempfile::tempdir().unwrap();
     let deploy = script(dir.path(), "deploy.sh", "echo \"deploying $1 $2\"\necho warning >&2");
-    let target = CommandTarget::new(&config(&[&deploy, "{service}", "{version}"])).unwrap();
+    let target = CommandTarget::new(&config(&[&deploy, "{service}", "{version}"]), &Vars::process()).unwrap();
 
     let deployed = target.deploy(&request("v1.1.0", Some("v1.0.0"))).await.unwrap();
 
@@ -78,7 +79,7 @@ async fn a_successful_command_reports_the_version_and_its_output() {
 async fn a_failing_command_reports_its_exit_status_and_last_output() {
     let dir = tempfile::tempdir().unwrap();
     let deploy = script(dir.path(), "deploy.sh", "for i in $(seq 1 100); do echo \"line $i\"; done\necho 'image not found' >&2\nexit 3");
-    let target = CommandTarget::new(&config(&[&deploy])).unwrap();
+    let target = CommandTarget::new(&config(&[&deploy]), &Vars::process()).unwrap();
 
     let err = target.deploy(&request("v1.1.0", None)).await.unwrap_err();
 
@@ -100,7 +101,7 @@ async fn a_command_past_its_timeout_is_killed_with_its_children() {
     );
     let mut cfg = config(&[&deploy, &dir.path().display().to_string()]);
     cfg.timeout = "500ms".into();
-    let target = CommandTarget::new(&cfg).unwrap();
+    let target = CommandTarget::new(&cfg, &Vars::process()).unwrap();
 
     let started = Instant::now();
     let err = target.deploy(&request("v1.1.0", None)).await.unwrap_err();
@@ -129,7 +130,7 @@ async fn a_command_past_its_timeout_is_killed_with_its_children() {
 async fn a_child_left_running_does_not_hold_up_the_result() {
     let dir = tempfile::tempdir().unwrap();
     let deploy = script(dir.path(), "deploy.sh", "sleep 10 &\necho started in the background");
-    let target = CommandTarget::new(&config(&[&deploy])).unwrap();
+    let target = CommandTarget::new(&config(&[&deploy]), &Vars::process()).unwrap();
 
     let started = Instant::now();
     let deployed = target.deploy(&request("v1.1.0", None)).await.unwrap();
@@ -142,7 +143,7 @@ async fn a_child_left_running_does_not_hold_up_the_result() {
 async fn placeholders_are_substituted_per_argument_without_a_shell() {
     let dir = tempfile::tempdir().unwrap();
     let deploy = script(dir.path(), "deploy.sh", "for a in \"$@\"; do echo \"[$a]\"; done");
-    let target = CommandTarget::new(&config(&[&deploy, "{service}", "--tag={version}", "{previous}", "{env}", "{image}:{version}", "${HOME}", "a b;c"])).unwrap();
+    let target = CommandTarget::new(&config(&[&deploy, "{service}", "--tag={version}", "{previous}", "{env}", "{image}:{version}", "${HOME}", "a b;c"]), &Vars::process()).unwrap();
 
     let deployed = target.deploy(&request("v1.1.0$(touch /tmp/x)", Some("v1.0.0"))).await.unwrap();
 
@@ -154,7 +155,7 @@ async fn placeholders_are_substituted_per_argument_without_a_shell() {
 
 #[tokio::test]
 async fn the_command_gets_deploybot_variables_and_the_configured_env() {
-    std::env::set_var("DEPLOYBOT_TEST_CMD_REGION", "eu-west-1");
+    let vars = Vars::from_pairs([("DEPLOYBOT_TEST_CMD_REGION", "eu-west-1")]);
     let dir = tempfile::tempdir().unwrap();
     let deploy = script(
         dir.path(),
@@ -164,7 +165,7 @@ async fn the_command_gets_deploybot_variables_and_the_configured_env() {
     let mut cfg = config(&[&deploy]);
     cfg.env.insert("REGION".into(), "aws:${DEPLOYBOT_TEST_CMD_REGION}".into());
     cfg.workdir = Some(dir.path().display().to_string());
-    let target = CommandTarget::new(&cfg).unwrap();
+    let target = CommandTarget::new(&cfg, &vars).unwrap();
 
     let deployed = target.deploy(&request("v1.1.0", Some("v1.0.0"))).await.unwrap();
 
@@ -184,19 +185,19 @@ async fn a_relative_program_is_found_in_the_workdir() {
     let mut cfg = config(&["./scripts/deploy.sh"]);
     cfg.workdir = Some(dir.path().display().to_string());
 
-    let deployed = CommandTarget::new(&cfg).unwrap().deploy(&request("v1.1.0", None)).await.unwrap();
+    let deployed = CommandTarget::new(&cfg, &Vars::process()).unwrap().deploy(&request("v1.1.0", None)).await.unwrap();
 
     assert_eq!(deployed.detail, "ok");
 }
 
 #[tokio::test]
 async fn secrets_are_redacted_from_output_and_errors() {
-    std::env::set_var("DEPLOYBOT_TEST_CMD_TOKEN", "tok-3f9a8c7e1d");
+    let vars = Vars::from_pairs([("DEPLOYBOT_TEST_CMD_TOKEN", "tok-3f9a8c7e1d")]);
     let dir = tempfile::tempdir().unwrap();
     let deploy = script(dir.path(), "deploy.sh", "echo \"using $TOKEN\"\n[ \"$1\" = fail ] && exit 1\nexit 0");
     let mut cfg = config(&[&deploy, "{version}"]);
     cfg.env.insert("TOKEN".into(), "${DEPLOYBOT_TEST_CMD_TOKEN}".into());
-    let target = CommandTarget::new(&cfg).unwrap();
+    let target = CommandTarget::new(&cfg, &vars).unwrap();
 
     let deployed = target.deploy(&request("ok", None)).await.unwrap();
     let err = target.deploy(&request("fail", None)).await.unwrap_err();
@@ -211,7 +212,7 @@ async fn an_unset_variable_in_env_stops_the_build_with_its_name() {
     let mut cfg = config(&["/bin/true"]);
     cfg.env.insert("TOKEN".into(), "${DEPLOYBOT_TEST_CMD_SURELY_UNSET}".into());
 
-    let err = CommandTarget::new(&cfg).err().unwrap().to_string();
+    let err = CommandTarget::new(&cfg, &Vars::process()).err().unwrap().to_string();
 
     assert!(err.contains("target.env.TOKEN") && err.contains("DEPLOYBOT_TEST_CMD_SURELY_UNSET is not set"), "{err}");
 }
@@ -220,16 +221,16 @@ async fn an_unset_variable_in_env_stops_the_build_with_its_name() {
 async fn a_missing_or_unexecutable_program_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.sh").display().to_string();
-    let err = CommandTarget::new(&config(&[&missing])).unwrap().deploy(&request("v1", None)).await.unwrap_err();
+    let err = CommandTarget::new(&config(&[&missing]), &Vars::process()).unwrap().deploy(&request("v1", None)).await.unwrap_err();
     assert_eq!(err.to_string(), format!("cannot run the deploy command for backend: program \"{missing}\" not found"));
 
-    let err = CommandTarget::new(&config(&["deploybot-no-such-program"])).unwrap().deploy(&request("v1", None)).await.unwrap_err();
+    let err = CommandTarget::new(&config(&["deploybot-no-such-program"]), &Vars::process()).unwrap().deploy(&request("v1", None)).await.unwrap_err();
     assert_eq!(err.to_string(), "cannot run the deploy command for backend: program \"deploybot-no-such-program\" not found on PATH");
 
     let plain = dir.path().join("plain.sh");
     std::fs::write(&plain, "echo hi").unwrap();
     let plain = plain.display().to_string();
-    let err = CommandTarget::new(&config(&[&plain])).unwrap().deploy(&request("v1", None)).await.unwrap_err();
+    let err = CommandTarget::new(&config(&[&plain]), &Vars::process()).unwrap().deploy(&request("v1", None)).await.unwrap_err();
     assert!(err.to_string().contains("is not executable"), "{err}");
 }
 
@@ -237,7 +238,7 @@ async fn a_missing_or_unexecutable_program_is_named() {
 async fn rollback_runs_the_deploy_template_with_the_version_put_back() {
     let dir = tempfile::tempdir().unwrap();
     let deploy = script(dir.path(), "deploy.sh", "echo \"$*|$DEPLOYBOT_OPERATION|$DEPLOYBOT_ROLLBACK_FROM\"");
-    let target = CommandTarget::new(&config(&[&deploy, "{service}", "{version}", "{previous}"])).unwrap();
+    let target = CommandTarget::new(&config(&[&deploy, "{service}", "{version}", "{previous}"]), &Vars::process()).unwrap();
 
     let deployed = target.rollback(&rollback_request("v1.1.0", "v1.0.0")).await.unwrap();
 
@@ -253,7 +254,7 @@ async fn rollback_prefers_the_rollback_template() {
     let mut cfg = config(&[&deploy]);
     cfg.rollback = Some(vec![rollback, "{service}".into(), "{previous}".into()]);
 
-    let deployed = CommandTarget::new(&cfg).unwrap().rollback(&rollback_request("v1.1.0", "v1.0.0")).await.unwrap();
+    let deployed = CommandTarget::new(&cfg, &Vars::process()).unwrap().rollback(&rollback_request("v1.1.0", "v1.0.0")).await.unwrap();
 
     assert_eq!(deployed.detail, "rollback backend v1.0.0");
 }
@@ -263,10 +264,10 @@ async fn current_reports_the_last_line_the_current_command_prints() {
     let dir = tempfile::tempdir().unwrap();
     let current = script(dir.path(), "current.sh", "echo \"looking up $1\" >&2\necho 'checking'\necho \"  v1.0.0  \"\necho");
     let mut cfg = config(&["/bin/true"]);
-    assert_eq!(CommandTarget::new(&cfg).unwrap().current(&backend(), "img").await.unwrap(), None);
+    assert_eq!(CommandTarget::new(&cfg, &Vars::process()).unwrap().current(&backend(), "img").await.unwrap(), None);
 
     cfg.current = Some(vec![current, "{service}".into()]);
-    let running = CommandTarget::new(&cfg).unwrap().current(&backend(), "img").await.unwrap();
+    let running = CommandTarget::new(&cfg, &Vars::process()).unwrap().current(&backend(), "img").await.unwrap();
 
     assert_eq!(running, Some(Running { version: "v1.0.0".into(), reference: None }));
 }
