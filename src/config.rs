@@ -657,8 +657,8 @@ impl Validator {
     fn url(&mut self, path: &str, s: &str) {
         match url::Url::parse(s) {
             Ok(u) if matches!(u.scheme(), "http" | "https" | "ws" | "wss") => {}
-            Ok(u) => self.problem(path, format!("unsupported URL scheme \"{}\" in \"{s}\" (http or https)", u.scheme())),
-            Err(e) => self.problem(path, format!("invalid URL \"{s}\": {e}")),
+            Ok(u) => self.problem(path, format!("unsupported URL scheme \"{}\" in \"{}\" (http or https)", u.scheme(), crate::secrets::display_url(s))),
+            Err(e) => self.problem(path, format!("invalid URL \"{}\": {e}", crate::secrets::display_url(s))),
         }
     }
 

@@ -62,7 +62,7 @@ impl TokenSource {
                     ("client_secret", secret.expose()),
                     ("scope", SCOPE),
                 ];
-                (self.http.post(&url).form(&form), format!("client credentials of {client_id} at {url}"))
+                (self.http.post(&url).form(&form), format!("client credentials of {client_id} at {}", crate::secrets::display_url(&url)))
             }
             Credentials::ManagedIdentity { identity_url, client_id } => {
                 let url = format!("{}/metadata/identity/oauth2/token", identity_url.trim_end_matches('/'));
@@ -70,7 +70,7 @@ impl TokenSource {
                 if let Some(id) = client_id {
                     query.push(("client_id", id));
                 }
-                (self.http.get(&url).query(&query).header("Metadata", "true"), format!("the managed identity at {url}"))
+                (self.http.get(&url).query(&query).header("Metadata", "true"), format!("the managed identity at {}", crate::secrets::display_url(&url)))
             }
         };
         let response = request.send().await.map_err(|e| TargetError::Unreachable {

@@ -102,7 +102,7 @@ impl AciTarget {
                 request = request.json(body);
             }
             let response = request.send().await.map_err(|e| TargetError::Unreachable {
-                reason: redact(&format!("cannot reach Azure Resource Manager at {} ({doing}): {}", self.config.management_url, chain(&e))),
+                reason: redact(&format!("cannot reach Azure Resource Manager at {} ({doing}): {}", crate::secrets::display_url(&self.config.management_url), chain(&e))),
             })?;
             let status = response.status();
             let retry_after = response

@@ -19,8 +19,9 @@ const DIAGNOSTIC_LINES: usize = 30;
 pub struct CommandTarget {
     config: CommandConfig,
     timeout: Duration,
-    /// The config's `env` table with its `${VAR}` references expanded (the values are registered secrets).
-    env: Vec<(String, String)>,
+    /// Where the `env` table's `${VAR}` references are read, at each run: a rotated secret is
+    /// picked up, and an unset one fails that run with its name.
+    vars: crate::secrets::Vars,
     /// The last output per service, for `diagnostics`.
     last_output: Mutex<HashMap<String, String>>,
 }
@@ -74,18 +75,17 @@ impl Invocation<'_> {
 }
 
 impl CommandTarget {
-    /// Parses the timeout and expands the `env` table; fails with the variable's name when one is unset.
+    /// Parses the timeout; the `env` table is expanded when a command runs.
     pub fn new(config: &CommandConfig, vars: &crate::secrets::Vars) -> anyhow::Result<CommandTarget> {
         let timeout = crate::config::parse_duration(&config.timeout).map_err(anyhow::Error::msg).context("target.timeout")?;
-        let env = crate::secrets::expand_env_table(&config.env, vars).map_err(|e| anyhow::anyhow!("target.{e}"))?;
-        Ok(CommandTarget { config: config.clone(), timeout, env, last_output: Mutex::new(HashMap::new()) })
+        Ok(CommandTarget { config: config.clone(), timeout, vars: vars.clone(), last_output: Mutex::new(HashMap::new()) })
     }
 
     /// Runs `template` for `inv`; Ok carries the redacted output and stdout of a zero exit.
     async fn run(&self, template: &[String], inv: &Invocation<'_>) -> Result<(String, String), TargetError> {
         let argv: Vec<String> = template.iter().map(|arg| render(arg, |name| inv.placeholder(name))).collect();
         let mut env = inv.vars();
-        env.extend(self.env.iter().cloned());
+        env.extend(crate::secrets::expand_env_table(&self.config.env, &self.vars).map_err(|e| TargetError::failed(format!("cannot run the {}: target.{e}", inv.what())))?);
         let workdir = self.config.workdir.as_ref().map(PathBuf::from);
         tracing::info!(command = %redact(&argv.join(" ")), "Running the {}.", inv.what());
         let result = process::run(&argv, &env, workdir.as_deref(), self.timeout).await;

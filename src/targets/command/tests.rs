@@ -208,13 +208,18 @@ async fn secrets_are_redacted_from_output_and_errors() {
 }
 
 #[tokio::test]
-async fn an_unset_variable_in_env_stops_the_build_with_its_name() {
-    let mut cfg = config(&["/bin/true"]);
+async fn an_unset_variable_in_env_fails_the_run_with_its_name_before_the_command_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let deploy = script(dir.path(), "deploy.sh", &format!("touch {}", ran.display()));
+    let mut cfg = config(&[&deploy]);
     cfg.env.insert("TOKEN".into(), "${DEPLOYBOT_TEST_CMD_SURELY_UNSET}".into());
+    let target = CommandTarget::new(&cfg, &Vars::from_pairs([("DEPLOYBOT_TEST_CMD_OTHER", "x")])).unwrap();
 
-    let err = CommandTarget::new(&cfg, &Vars::process()).err().unwrap().to_string();
+    let err = target.deploy(&request("v1.1.0", None)).await.unwrap_err().to_string();
 
-    assert!(err.contains("target.env.TOKEN") && err.contains("DEPLOYBOT_TEST_CMD_SURELY_UNSET is not set"), "{err}");
+    assert_eq!(err, "cannot run the deploy command for backend: target.env.TOKEN: environment variable DEPLOYBOT_TEST_CMD_SURELY_UNSET is not set");
+    assert!(!ran.exists(), "the command did not start");
 }
 
 #[tokio::test]
