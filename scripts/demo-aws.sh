@@ -116,9 +116,9 @@ dir = "$work/backups"
 pg_dump = "$PG_BIN/pg_dump"
 
 [environments.production.migrations]
-# The bot passes this argv as written (no \${VAR} expansion here), so migrate.sh reads
-# DEMO_DATABASE_URL from the environment it inherits.
+# The database URL is a secret: it reaches migrate.sh through its environment, never its argv.
 command = ["$here/migrate.sh"]
+env = { DEMO_DATABASE_URL = "\${DEMO_DATABASE_URL}" }
 timeout = "1m"
 
 [environments.production.verify]

@@ -84,10 +84,11 @@ impl Vars {
     /// AWS keys given in an explicit table (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optional
     /// `AWS_SESSION_TOKEN`), which then stand in for the SDK's own reading of the environment;
     /// `None` for the process environment, where the SDK's standard chain applies.
-    pub fn explicit_aws_keys(&self) -> Option<(Secret, Secret, Option<Secret>)> {
+    /// The key id is an identifier, not a secret, and is not redacted.
+    pub fn explicit_aws_keys(&self) -> Option<(String, Secret, Option<Secret>)> {
         let table = self.0.as_ref()?;
-        let get = |name: &str| table.get(name).filter(|v| !v.is_empty()).map(|v| Secret::register(v.clone()));
-        Some((get("AWS_ACCESS_KEY_ID")?, get("AWS_SECRET_ACCESS_KEY")?, get("AWS_SESSION_TOKEN")))
+        let get = |name: &str| table.get(name).filter(|v| !v.is_empty()).cloned();
+        Some((get("AWS_ACCESS_KEY_ID")?, Secret::register(get("AWS_SECRET_ACCESS_KEY")?), get("AWS_SESSION_TOKEN").map(Secret::register)))
     }
 }
 

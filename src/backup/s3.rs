@@ -31,7 +31,7 @@ impl S3Location {
             .region(Region::new(region.to_string()))
             .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build());
         if let Some((id, secret, token)) = vars.explicit_aws_keys() {
-            let credentials = aws_sdk_s3::config::Credentials::new(id.expose(), secret.expose(), token.map(|t| t.expose().to_string()), None, "deploybot-vars");
+            let credentials = aws_sdk_s3::config::Credentials::new(id, secret.expose(), token.map(|t| t.expose().to_string()), None, "deploybot-vars");
             loader = loader.credentials_provider(credentials);
         }
         let shared = loader.load().await;

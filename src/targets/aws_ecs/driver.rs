@@ -45,7 +45,7 @@ impl EcsTarget {
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
             .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(ATTEMPT_TIMEOUT).build());
         if let Some((id, secret, token)) = vars.explicit_aws_keys() {
-            let credentials = aws_sdk_ecs::config::Credentials::new(id.expose(), secret.expose(), token.map(|t| t.expose().to_string()), None, "deploybot-vars");
+            let credentials = aws_sdk_ecs::config::Credentials::new(id, secret.expose(), token.map(|t| t.expose().to_string()), None, "deploybot-vars");
             loader = loader.credentials_provider(credentials);
         }
         let shared = loader.load().await;

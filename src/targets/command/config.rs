@@ -99,7 +99,7 @@ pub(crate) fn secret_references_in_argv(field: &str, argv: &[String]) -> Vec<(St
                 format!("{field}[{i}]"),
                 format!(
                     "\"${{{var}}}\" in the command line would expose its value to every process on the machine: \
-                     pass it in the environment instead, e.g. env = {{ {var} = \"${{{var}}}\" }}, and read ${var} in the command"
+                     pass it in the environment instead, e.g. env = {{ {var} = \"${{{var}}}\" }}, for the command to read from its environment"
                 ),
             ))
         })
