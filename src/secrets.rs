@@ -176,18 +176,21 @@ fn encoded_forms(value: &str) -> Vec<String> {
         forms.push(inner.replace('/', "\\/"));
     }
     forms.push(url::form_urlencoded::byte_serialize(value.as_bytes()).collect());
-    let every_byte = |upper: bool| {
+    // RFC 3986 keeps the unreserved `-._~`; stricter encoders escape everything but letters and digits.
+    let every_byte = |keep_unreserved: bool, upper: bool| {
         value
             .bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                _ if b.is_ascii_alphanumeric() => (b as char).to_string(),
+                b'-' | b'.' | b'_' | b'~' if keep_unreserved => (b as char).to_string(),
                 _ if upper => format!("%{b:02X}"),
                 _ => format!("%{b:02x}"),
             })
             .collect::<String>()
     };
-    forms.push(every_byte(true));
-    forms.push(every_byte(false));
+    for (keep_unreserved, upper) in [(true, true), (true, false), (false, true), (false, false)] {
+        forms.push(every_byte(keep_unreserved, upper));
+    }
     if let Ok(mut u) = url::Url::parse("http://h/") {
         if u.set_password(Some(value)).is_ok() {
             if let Some(p) = u.password() {
@@ -320,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_secret_is_redacted_in_its_json_escaped_and_url_encoded_forms() {
-        let secret = Secret::from_value(r#"p@ss/w"rd\ 7+é"#.to_string());
+        let secret = Secret::from_value(r#"p@ss/w"rd\ 7+é-x"#.to_string());
         let value = secret.expose();
         let json = serde_json::json!({ "password": value }).to_string();
         assert!(!json.contains(value), "the JSON form differs from the value: {json}");
