@@ -936,8 +936,6 @@ fn finished(id: i64, env: &str, kind: DeploymentKind, state: DeploymentState, st
         error: None,
         lease_owner: None,
         lease_until: None,
-        request_event: None,
-        resolution: None,
         rev: 1,
         created_at: started - MINUTE,
         started_at: Some(started),
