@@ -37,9 +37,6 @@ async fn parent() {
     let dir = tempfile::tempdir().expect("a tempdir");
     let secret = format!("bench-signing-secret-{}", std::process::id());
     let (bot, app) = (format!("xoxb-bench-{}", std::process::id()), format!("xapp-bench-{}", std::process::id()));
-    std::env::set_var("DEPLOYBOT_BENCH_SLACK_BOT", &bot);
-    std::env::set_var("DEPLOYBOT_BENCH_SLACK_APP", &app);
-    std::env::set_var("DEPLOYBOT_BENCH_SLACK_SIGNING", &secret);
     let slack = slack_support::FakeSlack::start(&bot, &app).await;
     let text = format!(
         r#"[bot]
@@ -65,7 +62,12 @@ target = {{ kind = "command", deploy = ["true"] }}
         dir.path().display(),
         slack.api_url
     );
-    let config = deploybot::config::Config::parse(&text).unwrap_or_else(|p| panic!("bench config: {}", p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")));
+    let mut config = deploybot::config::Config::parse(&text).unwrap_or_else(|p| panic!("bench config: {}", p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")));
+    config.vars = deploybot::secrets::Vars::from_pairs([
+        ("DEPLOYBOT_BENCH_SLACK_BOT", bot.as_str()),
+        ("DEPLOYBOT_BENCH_SLACK_APP", app.as_str()),
+        ("DEPLOYBOT_BENCH_SLACK_SIGNING", secret.as_str()),
+    ]);
     let app = deploybot::app::build_slack_app(config, Arc::new(deploybot::engine::clock::SystemClock)).await.expect("the app");
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
