@@ -362,10 +362,19 @@ async fn an_event_accepted_but_never_handled_is_handled_once_by_the_next_process
     assert_eq!(created.first().map(|d| (d.id > before, d.version.as_str(), d.state)), Some((true, "v1.1.0", DeploymentState::AwaitingApproval)));
 
     // Handling it yet again (a crash after the deployment was recorded) creates nothing new.
+    let replay = event.clone();
     next.engine.process(event).await.unwrap();
     let again = next.engine.store.deployments(Some("staging"), &[], 5).await.unwrap();
     assert_eq!(again.iter().filter(|d| d.version == "v1.1.0").count(), 1, "{again:?}");
     assert_eq!(next.engine.store.lock("staging").await.unwrap().and_then(|l| l.deployment_id), Some(created[0].id));
+
+    // Once that deployment has ended, handling the event again must not take the environment.
+    let cancel = console::parse_line(&format!("/cancel #{}", created[0].id), "alice", "console", 900).unwrap().unwrap();
+    next.engine.handle(cancel).await.unwrap();
+    assert!(next.engine.store.lock("staging").await.unwrap().is_none());
+    let reply = next.engine.process(replay).await.unwrap().map(|r| r.0).unwrap_or_default();
+    assert!(reply.contains("already requested by this command"), "{reply}");
+    assert!(next.engine.store.lock("staging").await.unwrap().is_none(), "the environment was not taken again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

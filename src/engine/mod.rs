@@ -367,6 +367,9 @@ impl Engine {
 
         // Unscheduled requests hold the environment from now on: of two requests at once, one wins.
         let d = self.store.create_deployment(&record, now.timestamp_millis()).await?;
+        if let Some(reply) = handled_before(&d) {
+            return Ok(reply);
+        }
         if scheduled_for.is_none() && rolls_forward.is_none() {
             let lock = Lock { env: env.name.to_string(), kind: LockKind::Deployment, holder: user.id.clone(), reason: format!("{} {}", d.short_id(), version), deployment_id: Some(d.id), created_at: now.timestamp_millis() };
             match self.store.try_lock(&lock).await? {
@@ -794,6 +797,9 @@ impl Engine {
     /// holds the lock the request is closed as cancelled and the refusal returned.
     pub(crate) async fn create_holding_lock(&self, env: &Environment, record: &NewDeployment, what: String, now: Millis) -> Result<Result<Deployment, Reply>> {
         let d = self.store.create_deployment(record, now).await?;
+        if let Some(reply) = handled_before(&d) {
+            return Ok(Err(reply));
+        }
         let lock = Lock { env: env.name.to_string(), kind: LockKind::Deployment, holder: record.requested_by.clone(), reason: format!("{} {what}", d.short_id()), deployment_id: Some(d.id), created_at: now };
         if let Err(held) = self.store.try_lock(&lock).await? {
             self.store.transition(d.id, &[record.state], DeploymentState::Cancelled, &Patch { error: Some("environment locked".into()), ..Patch::default() }, "deploybot", now).await?;
@@ -1011,6 +1017,13 @@ impl Engine {
         self.announce(failed.id).await?;
         Ok(true)
     }
+}
+
+/// A request recorded by an earlier handling of the same chat event that has since ended (a
+/// crash came between recording it and marking the event handled): nothing more to do, and the
+/// environment must not be taken again for it.
+fn handled_before(d: &Deployment) -> Option<Reply> {
+    (d.request_event.is_some() && d.state.is_terminal()).then(|| Reply(format!("{} was already requested by this command; it {}.", d.short_id(), d.state.as_str().replace('_', " "))))
 }
 
 /// This process's id for leases: the host and pid say where it runs, and a random part keeps two
