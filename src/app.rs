@@ -39,9 +39,11 @@ pub async fn build_targets(config: &Config) -> BTreeMap<deploybot_commands::EnvN
     out
 }
 
-/// The background work every replica does: jobs, approval expiry, outbox retries.
+/// The background work every replica does: jobs, schedules, approval expiry, and the outbox's
+/// delivery task (chat delivery never runs on the pipeline's path).
 pub fn spawn_loops(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
     let jobs = tokio::spawn(engine.clone().run_jobs(shutdown.clone()));
+    let outbox = tokio::spawn(engine.outbox.clone().run(shutdown.clone()));
     let schedules = tokio::spawn(crate::engine::schedule::Scheduler::new(engine.clone()).run(shutdown.clone()));
     let ticker = {
         let engine = engine.clone();
@@ -51,9 +53,6 @@ pub fn spawn_loops(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec
                 if let Err(e) = engine.expire_approvals().await {
                     tracing::warn!(error = format!("{e:#}"), "approval expiry check failed");
                 }
-                engine.outbox.flush().await;
-                // Fast enough that an edit held back by the outbox's per-channel pacing goes out
-                // soon after its turn comes.
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                     _ = shutdown.changed() => break,
@@ -78,7 +77,7 @@ pub fn spawn_loops(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec
             }
         })
     };
-    vec![jobs, ticker, schedules, inbound]
+    vec![jobs, outbox, ticker, schedules, inbound]
 }
 
 /// The HTTP routes of PRODUCT.md section 9 that exist in this build.

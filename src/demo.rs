@@ -196,7 +196,7 @@ pub async fn run() -> Result<()> {
     println!("── It is {}: someone wants to ship to production at the end of the week.", now_text(&clock));
     for line in ["/window prod", "/deploy v1.0.0 prod"] {
         if let Some(ev) = say(line).map_err(anyhow::Error::msg)? {
-            engine.handle(ev).await?;
+            act(&engine, ev).await?;
         }
     }
 
@@ -209,7 +209,7 @@ pub async fn run() -> Result<()> {
     wait_until(&engine, prod, |s| s == DeploymentState::AwaitingApproval).await?;
     for line in [format!("@bob :white_check_mark: #{prod}"), format!("@carol :white_check_mark: #{prod}")] {
         if let Some(ev) = say(&line).map_err(anyhow::Error::msg)? {
-            engine.handle(ev).await?;
+            act(&engine, ev).await?;
         }
     }
     wait_until(&engine, prod, |s| s.is_terminal()).await?;
@@ -226,7 +226,7 @@ pub async fn run() -> Result<()> {
 
     for line in ["/status", "/history prod", "/history staging --limit 2", "/stats"] {
         if let Some(ev) = say(line).map_err(anyhow::Error::msg)? {
-            engine.handle(ev).await?;
+            act(&engine, ev).await?;
         }
     }
 
@@ -252,9 +252,15 @@ fn simulated_users(backend: u16) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Handles a typed line and shows what it said in the channels before the next line.
+async fn act(engine: &Arc<crate::engine::Engine>, event: crate::chat::ChatEvent) -> Result<()> {
+    engine.handle(event).await?;
+    engine.outbox.drain().await
+}
+
 async fn submit(engine: &Arc<crate::engine::Engine>, event: Option<crate::chat::ChatEvent>) -> Result<i64> {
     let event = event.context("the demo typed an empty line")?;
-    engine.handle(event).await?;
+    act(engine, event).await?;
     let latest = engine.store.deployments(None, &[], 1).await?;
     latest.first().map(|d| d.id).context("the request created no deployment")
 }
@@ -264,9 +270,8 @@ async fn wait_until(engine: &Arc<crate::engine::Engine>, id: i64, done: impl Fn(
     loop {
         let d = engine.store.deployment(id).await?.context("deployment vanished")?;
         if done(d.state) {
-            // Let the last edits reach the console before the next line is typed.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            return Ok(());
+            // The last messages reach the console before the next line is typed.
+            return engine.outbox.drain().await;
         }
         if tokio::time::Instant::now() > deadline {
             anyhow::bail!("deployment #{id} is still {} after 2 minutes", d.state);

@@ -63,7 +63,9 @@ target = {{ kind = "command", deploy = ["sh", "-c", "true"], rollback = ["sh", "
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, shutdown) = watch::channel(false);
-    tokio::spawn(app::serve(app.engine.clone(), listener, shutdown));
+    tokio::spawn(app::serve(app.engine.clone(), listener, shutdown.clone()));
+    // Alerts arriving from Alertmanager on their own are delivered as in the running bot.
+    tokio::spawn(app.engine.outbox.clone().run(shutdown));
     Bot { app, url, _dir: dir, _stop: stop }
 }
 
@@ -72,6 +74,7 @@ impl Bot {
         let event = console::parse_line(&format!("/deploy {version} staging"), "alice", "console", seq).unwrap().unwrap();
         self.app.engine.handle(event).await.unwrap();
         while self.app.engine.run_next_job().await.unwrap() {}
+        self.app.engine.outbox.drain().await.unwrap();
         let d = self.app.engine.store.deployments(None, &[], 1).await.unwrap().remove(0);
         assert_eq!(d.state, DeploymentState::Succeeded);
         d.id
@@ -101,7 +104,9 @@ impl Bot {
             request = request.header("authorization", a);
         }
         let r = request.send().await.unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
+        let answer = (r.status().as_u16(), r.text().await.unwrap());
+        self.app.engine.outbox.drain().await.unwrap();
+        answer
     }
 }
 
@@ -218,6 +223,7 @@ async fn the_rollback_emoji_on_an_alert_requests_a_rollback_of_its_environment()
     bot.app.engine.handle(react("thumbsup", 1)).await.unwrap();
     assert!(bot.app.engine.store.deployments(None, &[], 10).await.unwrap().iter().all(|d| d.kind == DeploymentKind::Deploy), "other emoji do nothing");
     bot.app.engine.handle(react("rewind", 2)).await.unwrap();
+    bot.app.engine.outbox.drain().await.unwrap();
     let rollback = bot.app.engine.store.deployments(None, &[], 1).await.unwrap().remove(0);
     assert_eq!((rollback.kind, rollback.version.as_str(), rollback.rollback_of, rollback.requested_by.as_str()), (DeploymentKind::Rollback, "v1.0.0", Some(last), "bob"));
     let said = bot.app.console.transcript();

@@ -47,7 +47,9 @@ impl Harness {
     async fn say(&self, line: &str) -> String {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         let event = console::parse_line(line, "alice", "console", seq).unwrap().unwrap();
-        self.app.engine.handle(event).await.unwrap().map(|r| r.0).unwrap_or_default()
+        let reply = self.app.engine.handle(event).await.unwrap().map(|r| r.0).unwrap_or_default();
+        self.app.engine.outbox.drain().await.unwrap();
+        reply
     }
 
     async fn latest(&self) -> i64 {
@@ -56,6 +58,7 @@ impl Harness {
 
     async fn run_jobs(&self) {
         while self.app.engine.run_next_job().await.unwrap() {}
+        self.app.engine.outbox.drain().await.unwrap();
     }
 
     /// `/deploy version staging`, approved by carol, run to its end.

@@ -97,6 +97,7 @@ async fn the_probe_runs_on_its_schedule_alerts_after_consecutive_failures_and_ed
     clock.set(at(2)); // 09:00: the first */5 run
     health.down.store(true, Ordering::SeqCst);
     assert_eq!(scheduler.tick().await.unwrap(), 1);
+    bot.engine.outbox.drain().await.unwrap();
     assert_eq!(health.hits.load(Ordering::SeqCst), 1);
     assert!(bot.console.transcript().is_empty(), "one failure is below the threshold of 2");
 
@@ -104,6 +105,7 @@ async fn the_probe_runs_on_its_schedule_alerts_after_consecutive_failures_and_ed
     assert_eq!(scheduler.tick().await.unwrap(), 0);
     clock.set(at(7)); // 09:05
     assert_eq!(scheduler.tick().await.unwrap(), 1);
+    bot.engine.outbox.drain().await.unwrap();
     let posts: Vec<(String, String)> = bot.console.transcript().into_iter().filter_map(|s| match s { Shown::Post { id, text, .. } => Some((id, text)), _ => None }).collect();
     assert_eq!(posts.len(), 1, "{posts:?}");
     assert!(posts[0].1.starts_with("🩺 Health probe: production failed 2 consecutive probes (`*/5 * * * *`; alert after 2)"), "{}", posts[0].1);
@@ -112,6 +114,7 @@ async fn the_probe_runs_on_its_schedule_alerts_after_consecutive_failures_and_ed
     health.down.store(false, Ordering::SeqCst);
     clock.set(at(12)); // 09:10
     assert_eq!(scheduler.tick().await.unwrap(), 1);
+    bot.engine.outbox.drain().await.unwrap();
     assert_eq!(bot.console.current_text(&posts[0].0).unwrap(), "✅ Health probe: production is healthy again after 2 failed probes (10 min).");
     assert_eq!(bot.console.transcript().iter().filter(|s| matches!(s, Shown::Post { .. })).count(), 1, "edited, not posted again");
 }
@@ -145,6 +148,7 @@ async fn the_weekly_digest_is_posted_on_monday_morning() {
     scheduler.register().await.unwrap();
     clock.set(sunday_morning() + chrono::Duration::hours(24) + chrono::Duration::minutes(3)); // Monday 09:01
     assert_eq!(scheduler.tick().await.unwrap(), 2, "the probe and the digest");
+    bot.engine.outbox.drain().await.unwrap();
     let digest: Vec<Shown> = bot.console.transcript().into_iter().filter(|s| matches!(s, Shown::Post { channel, .. } if channel == "C0DEVOPS")).collect();
     assert_eq!(digest.len(), 1, "{digest:?}");
     assert!(digest[0].text().starts_with("📊 Weekly deployment digest\n"), "{}", digest[0].text());

@@ -95,6 +95,7 @@ impl Bot {
         assert!(reply.contains("requested"), "{reply}");
         let id = self.app.engine.store.deployments(None, &[], 1).await.unwrap()[0].id;
         assert!(self.app.engine.run_next_job().await.unwrap());
+        self.app.engine.outbox.drain().await.unwrap();
         id
     }
 

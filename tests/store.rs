@@ -519,6 +519,7 @@ fn message(key: &str, body: &str) -> OutboxMessage {
         alert_id: None,
         purpose: "progress".into(),
         body: body.into(),
+        recipient: None,
     }
 }
 
@@ -545,7 +546,7 @@ async fn the_outbox_keeps_one_message_per_key_and_tracks_posting() {
         assert_eq!(due, [id, thread_id], "{}: oldest first", db.name);
         assert_eq!(db.outbox_due(T0 + 3, 1).await.unwrap().len(), 1, "{}: the limit holds", db.name);
 
-        db.outbox_mark_posted(id, "1733065200.000100", T0 + 4).await.unwrap();
+        db.outbox_mark_posted(id, Some("1733065200.000100"), 0, T0 + 4).await.unwrap();
         let posted = db.outbox_message(&progress.key).await.unwrap().unwrap();
         assert_eq!((posted.state.as_str(), posted.platform_id.as_deref()), ("posted", Some("1733065200.000100")), "{}", db.name);
         let due: Vec<i64> = db.outbox_due(T0 + 5, 10).await.unwrap().into_iter().map(|m| m.id).collect();

@@ -1,31 +1,56 @@
-//! The outbox: every message the bot sends to a channel is written to the store first, under
-//! an idempotency key, then delivered (posted the first time, edited afterwards). A delivery
-//! that fails stays pending and is retried with backoff, so a message is never lost and never
-//! posted twice: once a message has a platform id, later deliveries are edits.
+//! The outbox: every message the bot sends is written to the store under an idempotency key,
+//! and delivered later by a delivery task ([`Outbox::run`], started with the app's background
+//! loops; [`Outbox::drain`] for callers that drive the engine without them). Writing never waits
+//! for the chat platform, so a chat outage delays messages, never deployments or rollbacks.
+//!
+//! Writers and the deliverer share nothing but the store row, which is the truth: a writer sets
+//! a new text (bumping the row's `rev`) and wakes the deliverer; the deliverer claims ready rows
+//! (a lease, `FOR UPDATE SKIP LOCKED` on PostgreSQL, so replicas never send one message at the
+//! same time), sends them, and marks a row posted only if the `rev` it sent is still the stored
+//! one — a text written during the call stays pending and goes out as the next edit. Once a
+//! message has a platform id, later deliveries are edits: nothing is posted twice, and edits are
+//! coalesced to the latest text.
+//!
+//! Order: posts reach a channel in the order they were written and a thread reply waits for its
+//! thread's message (see [`Store::outbox_claim`]).
 //!
 //! Pacing: edits to one channel go out at most once per the platform's
-//! [`ChatPlatform::edit_interval`] (about a second on Slack); an edit that comes
-//! sooner stays pending with its latest text (a newer text replaces it in the store) and the
-//! flush loop sends it when its turn comes. A rate limit (`Retry-After`) pauses every delivery
-//! until it has passed. Nothing is dropped: a held message is a pending row.
+//! [`ChatPlatform::edit_interval`] (about a second on Slack); a quicker one is handed back to the
+//! store until its turn. A rate limit (`Retry-After`) or an unavailable platform stops the
+//! round; a rate limit holds every delivery of this replica until it has passed. A message the
+//! platform keeps refusing is given up after [`GIVE_UP_AFTER`] attempts, with an error logged.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Notify};
 
 use super::{ChatError, ChatPlatform, OutMessage};
 use crate::model::Millis;
-use crate::store::{OutboxMessage, StoredMessage, Store};
+use crate::store::{OutboxMessage, Store, StoredMessage};
+
+/// How long a claim protects a message from other deliverers: well beyond one platform call
+/// (Slack's calls time out after 10 s). A round stops sending once half of it has passed.
+const CLAIM_MS: i64 = 60_000;
+/// Messages claimed per round.
+const BATCH: i64 = 50;
+/// How often an idle deliverer looks for messages written by other replicas or now due.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+/// The longest wait between two attempts at one message: how late messages catch up after an outage.
+const MAX_BACKOFF_MS: i64 = 15_000;
+/// Refusals (the platform answered, and said no) before a message is given up.
+pub const GIVE_UP_AFTER: i64 = 5;
 
 #[derive(Clone)]
 pub struct Outbox {
     store: Store,
     chat: Arc<dyn ChatPlatform>,
-    /// Deliveries are serialized: an edit never overtakes the post it edits.
-    delivering: Arc<Mutex<()>>,
+    /// Who claims messages (this replica).
+    owner: Arc<str>,
+    wake: Arc<Notify>,
+    /// Only deliveries touch this (never held across an await).
     pacing: Arc<std::sync::Mutex<Pacing>>,
 }
 
@@ -34,13 +59,6 @@ struct Pacing {
     last_edit: HashMap<String, Instant>,
     /// Set by a rate limit: nothing is sent before this instant.
     paused_until: Option<Instant>,
-}
-
-impl Pacing {
-    /// Whether a delivery must wait (the message stays pending).
-    fn holds(&self, channel: &str, is_edit: bool, interval: Duration, now: Instant) -> bool {
-        self.paused_until.is_some_and(|t| now < t) || (is_edit && self.last_edit.get(channel).is_some_and(|t| now.duration_since(*t) < interval))
-    }
 }
 
 /// What to write under a key.
@@ -56,125 +74,260 @@ pub struct Draft<'a> {
     pub text: &'a str,
 }
 
+/// What a delivery means for the rest of its round.
+enum Next {
+    Continue,
+    /// Stop the round; hand the rest back, due at this time (Unix ms).
+    StopUntil(Millis),
+}
+
 fn now_ms() -> Millis {
     chrono::Utc::now().timestamp_millis()
 }
 
 impl Outbox {
-    pub fn new(store: Store, chat: Arc<dyn ChatPlatform>) -> Outbox {
-        Outbox { store, chat, delivering: Arc::new(Mutex::new(())), pacing: Arc::new(std::sync::Mutex::new(Pacing::default())) }
+    /// `owner` names this replica in its claims.
+    pub fn new(store: Store, chat: Arc<dyn ChatPlatform>, owner: &str) -> Outbox {
+        Outbox { store, chat, owner: owner.into(), wake: Arc::new(Notify::new()), pacing: Arc::default() }
     }
 
     pub fn chat(&self) -> &Arc<dyn ChatPlatform> {
         &self.chat
     }
 
-    /// Writes the message (new, or a new text for an existing key) and tries to deliver it now.
+    /// Writes the message (new, or a new text for an existing key) and wakes the deliverer.
+    /// Never waits for the chat platform.
     pub async fn send(&self, d: Draft<'_>) -> Result<()> {
         let body = serde_json::to_string(&OutMessage::new(d.text))?;
-        // Writes happen under the delivery lock too: a delivery in flight (or a flush's batch)
-        // never marks an older text as posted over a newer one written meanwhile.
-        let _guard = self.delivering.lock().await;
         let now = now_ms();
-        let (_, fresh) = self
-            .store
-            .outbox_put(
-                &OutboxMessage {
-                    key: d.key.to_string(),
-                    channel: d.channel.to_string(),
-                    thread_key: d.thread_key.map(str::to_string),
-                    deployment_id: d.deployment_id,
-                    alert_id: d.alert_id,
-                    purpose: d.purpose.to_string(),
-                    body: body.clone(),
-                },
-                now,
-            )
-            .await?;
-        if !fresh {
-            let unchanged = self.store.outbox_message(d.key).await?.is_some_and(|m| m.body == crate::secrets::redact(&body) && m.state == "posted");
-            if unchanged {
-                return Ok(());
-            }
-            self.store.outbox_update_body(d.key, &body, now).await?;
-        }
-        match self.store.outbox_message(d.key).await {
-            Ok(Some(m)) if m.state == "pending" => Box::pin(self.deliver(m)).await,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, key = d.key, "could not read a message from the outbox"),
+        let message = OutboxMessage {
+            key: d.key.to_string(),
+            channel: d.channel.to_string(),
+            thread_key: d.thread_key.map(str::to_string),
+            deployment_id: d.deployment_id,
+            alert_id: d.alert_id,
+            purpose: d.purpose.to_string(),
+            body: body.clone(),
+            recipient: None,
+        };
+        let (_, fresh) = self.store.outbox_put(&message, now).await?;
+        if fresh || self.store.outbox_update_body(d.key, &body, now).await? {
+            self.wake.notify_one();
         }
         Ok(())
     }
 
-    /// The platform id of a delivered message.
+    /// A private reply only `user` sees in `channel`, delivered through the outbox. Sent once per
+    /// `key` (e.g. the inbound event's id): a re-handled event never replies twice, and a later
+    /// text under the same key is ignored.
+    pub async fn ephemeral(&self, key: &str, channel: &str, user: &str, text: &str) -> Result<()> {
+        let body = serde_json::to_string(&OutMessage::new(text))?;
+        let message = OutboxMessage {
+            key: key.to_string(),
+            channel: channel.to_string(),
+            thread_key: None,
+            deployment_id: None,
+            alert_id: None,
+            purpose: "ephemeral".into(),
+            body,
+            recipient: Some(user.to_string()),
+        };
+        if self.store.outbox_put(&message, now_ms()).await?.1 {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The platform id of a delivered message; `None` until its post has been delivered.
     pub async fn platform_id(&self, key: &str) -> Result<Option<String>> {
         Ok(self.store.outbox_message(key).await?.and_then(|m| m.platform_id))
     }
 
-    /// Retries every pending message that is due.
-    pub async fn flush(&self) {
-        let _guard = self.delivering.lock().await;
-        let due = match self.store.outbox_due(now_ms(), 100).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the outbox");
-                return;
+    /// The delivery task: delivers whatever is ready, then waits to be woken (a new message),
+    /// for the next poll (messages written by other replicas, retries coming due), or for shutdown.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                break;
             }
-        };
-        for m in due {
-            self.deliver(m).await;
+            let busy = match self.deliver_ready().await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "could not read the outbox; retrying");
+                    false
+                }
+            };
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = shutdown.changed() => {}
+            }
         }
     }
 
-    async fn deliver(&self, m: StoredMessage) {
+    /// Delivers until nothing is ready now and no delivery of this or another task is in flight:
+    /// for the demo and tests, which drive the engine themselves and then read the chat.
+    /// Messages waiting for a retry or for their pacing turn stay pending.
+    pub async fn drain(&self) -> Result<()> {
+        loop {
+            if self.deliver_ready().await? > 0 {
+                continue;
+            }
+            if self.store.outbox_in_flight(now_ms()).await? == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// One round: claims the messages that are ready and delivers them in order; returns how
+    /// many were claimed.
+    pub async fn deliver_ready(&self) -> Result<usize> {
+        let paused = self.pacing.lock().ok().and_then(|p| p.paused_until).is_some_and(|t| Instant::now() < t);
+        if paused {
+            return Ok(0);
+        }
+        let claimed_at = Instant::now();
+        let batch = self.store.outbox_claim(&self.owner, now_ms(), CLAIM_MS, BATCH).await?;
+        let claimed = batch.len();
+        let mut rest = batch.into_iter();
+        let mut stop = None;
+        for m in rest.by_ref() {
+            // A claim that may lapse before the call ends could let another replica send too.
+            if claimed_at.elapsed() > Duration::from_millis(CLAIM_MS as u64 / 2) {
+                self.release(&m, now_ms()).await;
+                stop = Some(now_ms());
+                break;
+            }
+            if let Next::StopUntil(at) = self.deliver(&m).await {
+                stop = Some(at);
+                break;
+            }
+        }
+        if let Some(at) = stop {
+            for m in rest {
+                self.release(&m, at).await;
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn release(&self, m: &StoredMessage, retry_at: Millis) {
+        if let Err(e) = self.store.outbox_release(m.id, &self.owner, retry_at).await {
+            // The claim lapses by itself.
+            tracing::warn!(error = format!("{e:#}"), key = %m.key, "could not hand a message back to the outbox");
+        }
+    }
+
+    /// When an edit to `channel` may go out, if not now.
+    fn edit_turn(&self, channel: &str) -> Option<Duration> {
+        let interval = self.chat.edit_interval();
+        let p = self.pacing.lock().ok()?;
+        let since = p.last_edit.get(channel)?.elapsed();
+        (since < interval).then(|| interval - since)
+    }
+
+    async fn deliver(&self, m: &StoredMessage) -> Next {
         let msg: OutMessage = match serde_json::from_str(&m.body) {
             Ok(msg) => msg,
             Err(e) => {
                 tracing::error!(error = %e, key = %m.key, "an outbox message is not valid JSON; it will not be sent");
-                let _ = self.store.outbox_mark_failed(m.id, "invalid body", i64::MAX, now_ms()).await;
-                return;
+                if let Err(e) = self.store.outbox_give_up(m.id, "invalid body", now_ms()).await {
+                    tracing::error!(error = format!("{e:#}"), key = %m.key, "could not record a delivery in the outbox");
+                }
+                return Next::Continue;
             }
         };
-        let is_edit = m.platform_id.is_some();
-        if self.pacing.lock().is_ok_and(|p| p.holds(&m.channel, is_edit, self.chat.edit_interval(), Instant::now())) {
-            return;
+        let is_edit = m.recipient.is_none() && m.platform_id.is_some();
+        if is_edit {
+            if let Some(wait) = self.edit_turn(&m.channel) {
+                self.release(m, now_ms() + wait.as_millis() as Millis).await;
+                return Next::Continue;
+            }
         }
-        let result = match (&m.platform_id, &m.thread_key) {
-            (Some(id), _) => self.chat.edit(&m.channel, id, &msg).await.map(|_| id.clone()),
-            (None, Some(parent)) => match self.store.outbox_message(parent).await {
-                Ok(Some(StoredMessage { platform_id: Some(parent_id), .. })) => self.chat.reply(&m.channel, &parent_id, &msg).await,
-                // Not a failure: the reply waits for its thread's first message, which is
-                // delivered first (the outbox is flushed in order).
-                Ok(Some(_)) => return,
-                _ => Err(ChatError::Unavailable("the thread's first message is not in the outbox".into())),
+        let result: Result<Option<String>, ChatError> = match (&m.recipient, &m.platform_id, &m.thread_key) {
+            (Some(user), _, _) => self.chat.ephemeral(&m.channel, user, &msg).await.map(|()| None),
+            (None, Some(id), _) => self.chat.edit(&m.channel, id, &msg).await.map(|()| Some(id.clone())),
+            (None, None, Some(parent)) => match self.store.outbox_message(parent).await {
+                Ok(Some(StoredMessage { platform_id: Some(parent_id), .. })) => self.chat.reply(&m.channel, &parent_id, &msg).await.map(Some),
+                // Claimed only once its thread is posted; a store error: try again soon.
+                _ => {
+                    self.release(m, now_ms() + 1000).await;
+                    return Next::Continue;
+                }
             },
-            (None, None) => self.chat.post(&m.channel, &msg).await,
+            (None, None, None) => self.chat.post(&m.channel, &msg).await.map(Some),
         };
-        if let Ok(mut p) = self.pacing.lock() {
-            match &result {
-                Ok(_) if is_edit => {
-                    p.last_edit.insert(m.channel.clone(), Instant::now());
-                }
-                Err(ChatError::RateLimited { retry_after_secs }) => {
-                    p.paused_until = Some(Instant::now() + Duration::from_secs((*retry_after_secs).max(1)));
-                }
-                _ => {}
-            }
-        }
         let now = now_ms();
-        let outcome = match result {
-            Ok(id) => self.store.outbox_mark_posted(m.id, &id, now).await,
+        let (outcome, next) = match result {
+            Ok(id) => {
+                if is_edit {
+                    if let Ok(mut p) = self.pacing.lock() {
+                        p.last_edit.insert(m.channel.clone(), Instant::now());
+                    }
+                }
+                // Sent but not recorded would be sent again once the claim lapses: insist a little.
+                let mut recorded = self.store.outbox_mark_posted(m.id, id.as_deref(), m.rev, now).await;
+                for _ in 0..4 {
+                    if recorded.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    recorded = self.store.outbox_mark_posted(m.id, id.as_deref(), m.rev, now_ms()).await;
+                }
+                (recorded, Next::Continue)
+            }
             Err(e) => {
-                let wait_ms = match &e {
-                    ChatError::RateLimited { retry_after_secs } => (*retry_after_secs as i64).max(1) * 1000,
-                    _ => (1000i64 << m.attempts.clamp(0, 6)).min(60_000),
-                };
-                tracing::warn!(error = %e, key = %m.key, attempt = m.attempts + 1, "a chat message could not be delivered; it will be retried");
-                self.store.outbox_mark_failed(m.id, &e.to_string(), now + wait_ms, now).await
+                let attempt = m.attempts + 1;
+                match &e {
+                    ChatError::RateLimited { retry_after_secs } => {
+                        let wait = Duration::from_secs((*retry_after_secs).max(1));
+                        if let Ok(mut p) = self.pacing.lock() {
+                            p.paused_until = Some(Instant::now() + wait);
+                        }
+                        let at = now + wait.as_millis() as Millis;
+                        tracing::warn!(error = %e, key = %m.key, attempt, "the chat platform is rate limiting; deliveries wait");
+                        (self.store.outbox_mark_failed(m.id, &e.to_string(), at, now).await, Next::StopUntil(at))
+                    }
+                    ChatError::Refused(_) if attempt >= GIVE_UP_AFTER => {
+                        tracing::error!(error = %e, key = %m.key, attempt, "the chat platform keeps refusing a message; it is given up");
+                        (self.store.outbox_give_up(m.id, &e.to_string(), now).await, Next::Continue)
+                    }
+                    ChatError::Refused(_) => {
+                        tracing::warn!(error = %e, key = %m.key, attempt, "the chat platform refused a message; it will be retried");
+                        (self.store.outbox_mark_failed(m.id, &e.to_string(), now + backoff_ms(m.attempts), now).await, Next::Continue)
+                    }
+                    // The platform is down (or slow): the rest of the round would only wait too.
+                    ChatError::Unavailable(_) => {
+                        let at = now + backoff_ms(m.attempts);
+                        tracing::warn!(error = %e, key = %m.key, attempt, "a chat message could not be delivered; it will be retried");
+                        (self.store.outbox_mark_failed(m.id, &e.to_string(), at, now).await, Next::StopUntil(at))
+                    }
+                }
             }
         };
         if let Err(e) = outcome {
-            tracing::error!(error = %e, key = %m.key, "could not record a delivery in the outbox");
+            tracing::error!(error = format!("{e:#}"), key = %m.key, "could not record a delivery in the outbox");
         }
+        next
+    }
+}
+
+/// 1 s, 2 s, 4 s … up to [`MAX_BACKOFF_MS`].
+fn backoff_ms(attempts: i64) -> Millis {
+    (1000i64 << attempts.clamp(0, 6)).min(MAX_BACKOFF_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_cap() {
+        let waits: Vec<Millis> = (0..7).map(backoff_ms).collect();
+        assert_eq!(waits, [1000, 2000, 4000, 8000, 15_000, 15_000, 15_000]);
     }
 }

@@ -81,8 +81,8 @@ impl Engine {
     ) -> Arc<Engine> {
         let catalog = config.catalog();
         let chat = crate::monitor::metrics::MeteredChat::wrap(chat);
-        let outbox = Outbox::new(store.clone(), chat.clone());
         let owner = owner_id();
+        let outbox = Outbox::new(store.clone(), chat.clone(), &owner);
         Arc::new(Engine {
             config,
             store,

@@ -14,9 +14,11 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::model::*;
 
 mod history;
+mod outbox;
 mod seed;
 
 pub use history::{render_history_markdown, Stats, StatsCounts, StatsInput};
+pub use outbox::{OutboxMessage, StoredMessage};
 pub use seed::{SeedReport, SeedSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -833,106 +835,6 @@ impl Store {
             .rows_affected())
     }
 
-    // ----------------------------------------------------------------------------- chat outbox
-
-    /// Writes a message to the outbox under an idempotency key; returns its id and whether it is new.
-    pub async fn outbox_put(&self, m: &OutboxMessage, now: Millis) -> Result<(i64, bool)> {
-        let inserted = sqlx::query(
-            "INSERT INTO chat_messages (key, channel, thread_key, deployment_id, alert_id, purpose, body, state, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8) ON CONFLICT (key) DO NOTHING RETURNING id",
-        )
-        .bind(&m.key)
-        .bind(&m.channel)
-        .bind(&m.thread_key)
-        .bind(m.deployment_id)
-        .bind(m.alert_id)
-        .bind(&m.purpose)
-        .bind(crate::secrets::redact(&m.body))
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(r) = inserted {
-            return Ok((r.try_get(0)?, true));
-        }
-        let id: i64 = sqlx::query("SELECT id FROM chat_messages WHERE key = $1").bind(&m.key).fetch_one(&self.pool).await?.try_get(0)?;
-        Ok((id, false))
-    }
-
-    /// Replaces the body of an existing message (an edit to make); it becomes pending again.
-    pub async fn outbox_update_body(&self, key: &str, body: &str, now: Millis) -> Result<()> {
-        sqlx::query("UPDATE chat_messages SET body = $1, state = 'pending', next_attempt_at = NULL, updated_at = $2 WHERE key = $3")
-            .bind(crate::secrets::redact(body))
-            .bind(now)
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn outbox_mark_posted(&self, id: i64, platform_id: &str, now: Millis) -> Result<()> {
-        sqlx::query("UPDATE chat_messages SET state = 'posted', platform_id = $1, updated_at = $2, last_error = NULL WHERE id = $3")
-            .bind(platform_id)
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn outbox_mark_failed(&self, id: i64, error: &str, retry_at: Millis, now: Millis) -> Result<()> {
-        sqlx::query("UPDATE chat_messages SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, updated_at = $3 WHERE id = $4")
-            .bind(crate::secrets::redact(error))
-            .bind(retry_at)
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn outbox_message(&self, key: &str) -> Result<Option<StoredMessage>> {
-        let row = sqlx::query(&format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE key = $1")).bind(key).fetch_optional(&self.pool).await?;
-        row.as_ref().map(message_from_row).transpose()
-    }
-
-    /// The message with this platform id in this channel (e.g. the message someone reacted to).
-    pub async fn message_by_platform_id(&self, channel: &str, platform_id: &str) -> Result<Option<StoredMessage>> {
-        let row = sqlx::query(&format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE channel = $1 AND platform_id = $2"))
-            .bind(channel)
-            .bind(platform_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(message_from_row).transpose()
-    }
-
-    /// The message with this platform id in any channel (console ids are unique).
-    pub async fn message_by_platform_id_any(&self, platform_id: &str) -> Result<Option<StoredMessage>> {
-        let row = sqlx::query(&format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE platform_id = $1 ORDER BY id LIMIT 1"))
-            .bind(platform_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(message_from_row).transpose()
-    }
-
-    /// How many messages wait to be posted or edited (for `/metrics`).
-    pub async fn outbox_pending(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM chat_messages WHERE state = 'pending'").fetch_one(&self.pool).await?.try_get(0)?)
-    }
-
-    /// Messages waiting to be posted or edited, oldest first.
-    pub async fn outbox_due(&self, now: Millis, limit: i64) -> Result<Vec<StoredMessage>> {
-        sqlx::query(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $1) ORDER BY id LIMIT $2"
-        ))
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(message_from_row)
-        .collect()
-    }
-
     // ----------------------------------------------------------------------------- alerts
 
     /// Inserts or updates an alert by fingerprint; returns its id and whether it is new.
@@ -1417,50 +1319,6 @@ fn stats_window(by_env: bool) -> (String, usize) {
     )
 }
 
-/// A message as the outbox receives it.
-#[derive(Debug, Clone)]
-pub struct OutboxMessage {
-    pub key: String,
-    pub channel: String,
-    pub thread_key: Option<String>,
-    pub deployment_id: Option<i64>,
-    pub alert_id: Option<i64>,
-    pub purpose: String,
-    pub body: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredMessage {
-    pub id: i64,
-    pub key: String,
-    pub channel: String,
-    pub thread_key: Option<String>,
-    pub deployment_id: Option<i64>,
-    pub alert_id: Option<i64>,
-    pub purpose: String,
-    pub body: String,
-    pub platform_id: Option<String>,
-    pub state: String,
-    pub attempts: i64,
-}
-
-const MESSAGE_COLUMNS: &str = "id, key, channel, thread_key, deployment_id, alert_id, purpose, body, platform_id, state, attempts";
-
-fn message_from_row(r: &AnyRow) -> Result<StoredMessage> {
-    Ok(StoredMessage {
-        id: r.try_get("id")?,
-        key: r.try_get("key")?,
-        channel: r.try_get("channel")?,
-        thread_key: r.try_get("thread_key")?,
-        deployment_id: r.try_get("deployment_id")?,
-        alert_id: r.try_get("alert_id")?,
-        purpose: r.try_get("purpose")?,
-        body: r.try_get("body")?,
-        platform_id: r.try_get("platform_id")?,
-        state: r.try_get("state")?,
-        attempts: r.try_get("attempts")?,
-    })
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertRecord {
