@@ -564,6 +564,142 @@ async fn the_outbox_keeps_one_message_per_key_and_tracks_posting() {
     }
 }
 
+fn keys(messages: &[deploybot::store::StoredMessage]) -> Vec<&str> {
+    messages.iter().map(|m| m.key.as_str()).collect()
+}
+
+#[tokio::test]
+async fn posts_are_claimed_in_channel_order_and_a_reply_only_after_its_thread() {
+    for db in stores().await {
+        let put = |key: &str, channel: &str, thread: Option<&str>, recipient: Option<&str>| OutboxMessage {
+            channel: channel.into(),
+            thread_key: thread.map(str::to_string),
+            recipient: recipient.map(str::to_string),
+            ..message(key, "{\"text\":\"x\"}")
+        };
+        // Written in this order: a reply before its thread exists must not hold the channel.
+        for (i, m) in [
+            put("early-reply", "C0PROD", Some("progress"), None),
+            put("progress", "C0PROD", None, None),
+            put("reply", "C0PROD", Some("progress"), None),
+            put("later", "C0PROD", None, None),
+            put("other-channel", "C0STAGING", None, None),
+            put("private", "C0PROD", None, Some("U0ALICE")),
+        ]
+        .iter()
+        .enumerate()
+        {
+            db.outbox_put(m, T0 + i as i64).await.unwrap();
+        }
+        let first = db.outbox_claim("a", T0 + 10, MINUTE, 50).await.unwrap();
+        assert_eq!(keys(&first), ["progress", "other-channel", "private"], "{}: one post per channel, private replies at once", db.name);
+        assert!(db.outbox_claim("b", T0 + 11, MINUTE, 50).await.unwrap().is_empty(), "{}: claimed messages are not claimed twice", db.name);
+        for m in &first {
+            let platform_id = match m.key.as_str() {
+                "progress" => Some("ts-1"),
+                "other-channel" => Some("ts-2"),
+                _ => None,
+            };
+            db.outbox_mark_posted(m.id, platform_id, m.rev, T0 + 12).await.unwrap();
+        }
+        let second = db.outbox_claim("a", T0 + 13, MINUTE, 50).await.unwrap();
+        assert_eq!(keys(&second), ["early-reply"], "{}: the replies follow their thread, in order; the next post waits for them", db.name);
+        db.outbox_mark_posted(second[0].id, Some("ts-3"), 0, T0 + 14).await.unwrap();
+        assert_eq!(keys(&db.outbox_claim("a", T0 + 15, MINUTE, 50).await.unwrap()), ["reply"], "{}", db.name);
+        let reply = db.outbox_message("reply").await.unwrap().unwrap();
+        db.outbox_mark_posted(reply.id, Some("ts-4"), 0, T0 + 16).await.unwrap();
+        assert_eq!(keys(&db.outbox_claim("a", T0 + 17, MINUTE, 50).await.unwrap()), ["later"], "{}", db.name);
+        let private = db.outbox_message("private").await.unwrap().unwrap();
+        assert_eq!((private.state.as_str(), private.platform_id), ("posted", None), "{}: an ephemeral has no id", db.name);
+    }
+}
+
+#[tokio::test]
+async fn a_text_written_during_a_delivery_stays_pending_for_the_next_edit() {
+    for db in stores().await {
+        let (id, _) = db.outbox_put(&message("deployment:1:progress", "{\"text\":\"⏳ deploy\"}"), T0).await.unwrap();
+        let claimed = db.outbox_claim("a", T0 + 1, MINUTE, 10).await.unwrap();
+        assert_eq!((claimed.len(), claimed[0].rev), (1, 0), "{}", db.name);
+        // While the post is in flight, the pipeline moves on.
+        assert!(db.outbox_update_body("deployment:1:progress", "{\"text\":\"✅ deploy\"}", T0 + 2).await.unwrap(), "{}", db.name);
+        assert!(!db.outbox_update_body("deployment:1:progress", "{\"text\":\"✅ deploy\"}", T0 + 3).await.unwrap(), "{}: the same text is no change", db.name);
+        db.outbox_mark_posted(id, Some("ts-1"), claimed[0].rev, T0 + 4).await.unwrap();
+        let after = db.outbox_message("deployment:1:progress").await.unwrap().unwrap();
+        assert_eq!(
+            (after.state.as_str(), after.platform_id.as_deref(), after.rev, after.delivered_at),
+            ("pending", Some("ts-1"), 1, Some(T0 + 4)),
+            "{}: posted with the old text, so the new one is still to be sent, as an edit",
+            db.name
+        );
+        let edit = db.outbox_claim("a", T0 + 5, MINUTE, 10).await.unwrap();
+        assert_eq!((edit[0].body.as_str(), edit[0].platform_id.as_deref()), ("{\"text\":\"✅ deploy\"}", Some("ts-1")), "{}", db.name);
+        db.outbox_mark_posted(id, Some("ts-1"), edit[0].rev, T0 + 6).await.unwrap();
+        assert_eq!(db.outbox_message("deployment:1:progress").await.unwrap().unwrap().state, "posted", "{}", db.name);
+    }
+}
+
+#[tokio::test]
+async fn a_claim_lapses_after_its_lease_and_a_released_message_waits_until_asked() {
+    for db in stores().await {
+        db.outbox_put(&message("reply:7", "{}"), T0).await.unwrap();
+        let claimed = db.outbox_claim("a", T0, MINUTE, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1, "{}", db.name);
+        assert_eq!(db.outbox_in_flight(T0 + 1).await.unwrap(), 1, "{}", db.name);
+        assert!(db.outbox_claim("b", T0 + MINUTE - 1, MINUTE, 10).await.unwrap().is_empty(), "{}: held by a", db.name);
+        let taken_over = db.outbox_claim("b", T0 + MINUTE + 1, MINUTE, 10).await.unwrap();
+        assert_eq!(keys(&taken_over), ["reply:7"], "{}: a's claim lapsed", db.name);
+        db.outbox_release(claimed[0].id, "a", T0 + 3 * MINUTE).await.unwrap();
+        assert!(db.outbox_claim("c", T0 + 2 * MINUTE, MINUTE, 10).await.unwrap().is_empty(), "{}: only the holder releases", db.name);
+        db.outbox_release(claimed[0].id, "b", T0 + 3 * MINUTE).await.unwrap();
+        assert!(db.outbox_claim("c", T0 + 3 * MINUTE - 1, MINUTE, 10).await.unwrap().is_empty(), "{}: not before the time asked", db.name);
+        assert_eq!(db.outbox_claim("c", T0 + 3 * MINUTE, MINUTE, 10).await.unwrap().len(), 1, "{}", db.name);
+        db.outbox_give_up(claimed[0].id, "channel_not_found", T0 + 3 * MINUTE).await.unwrap();
+        assert!(db.outbox_due(i64::MAX, 10).await.unwrap().is_empty(), "{}: given up", db.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_pending_message_goes_to_exactly_one_of_eight_concurrent_deliverers() {
+    for db in stores().await {
+        let mut written = Vec::new();
+        for i in 0..40 {
+            // Edits of posted messages and private replies: none waits for another.
+            let key = format!("m{i}");
+            let m = OutboxMessage { recipient: (i % 2 == 0).then(|| "U0ALICE".to_string()), channel: format!("C{}", i % 3), ..message(&key, "{}") };
+            let (id, _) = db.outbox_put(&m, T0).await.unwrap();
+            if i % 2 == 1 {
+                db.outbox_mark_posted(id, Some(&format!("ts-{i}")), 0, T0).await.unwrap();
+                db.outbox_update_body(&key, "{\"text\":\"edited\"}", T0).await.unwrap();
+            }
+            written.push(key);
+        }
+        let barrier = Arc::new(Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (store, barrier) = (db.store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let mut mine = Vec::new();
+                    loop {
+                        let batch = store.outbox_claim(&format!("replica-{i}"), T0 + 1, MINUTE, 3).await.unwrap();
+                        if batch.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(batch.into_iter().map(|m| m.key));
+                    }
+                })
+            })
+            .collect();
+        let mut claimed = Vec::new();
+        for t in tasks {
+            claimed.extend(t.await.unwrap());
+        }
+        claimed.sort();
+        written.sort();
+        assert_eq!(claimed, written, "{}: every message claimed exactly once", db.name);
+    }
+}
+
 #[tokio::test]
 async fn a_failed_post_is_retried_no_sooner_than_asked() {
     for db in stores().await {
