@@ -117,7 +117,8 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Claims up to `limit` messages that may be delivered now, for `lease_ms`, oldest first.
+    /// Claims up to `limit` messages that may be delivered now, for `lease_ms`: never delivered
+    /// first (oldest first), then the edits whose last delivery is oldest.
     /// A message is ready when it is pending and due, nobody else holds it, its thread (if any)
     /// is posted, and — if it still has to be posted — no earlier message of its channel is
     /// waiting to be posted: posts reach a channel in the order they were written, whichever
@@ -136,7 +137,7 @@ impl Store {
                       OR EXISTS (SELECT 1 FROM chat_messages t WHERE t.key = m.thread_key AND t.platform_id IS NOT NULL)) \
                  AND (m.platform_id IS NOT NULL OR m.recipient IS NOT NULL \
                       OR NOT EXISTS (SELECT 1 FROM chat_messages p WHERE p.channel = m.channel AND p.id < m.id AND {BLOCKS_LATER_POSTS})) \
-               ORDER BY m.id LIMIT $4{lock_clause}) \
+               ORDER BY COALESCE(m.delivered_at, 0), m.id LIMIT $4{lock_clause}) \
              RETURNING {MESSAGE_COLUMNS}"
         );
         let mut claimed = sqlx::query(&sql)
@@ -149,8 +150,9 @@ impl Store {
             .iter()
             .map(message_from_row)
             .collect::<Result<Vec<_>>>()?;
-        // RETURNING gives no order.
-        claimed.sort_by_key(|m| m.id);
+        // RETURNING gives no order. Within a round, what was delivered longest ago goes first,
+        // so one message edited every second cannot keep another's edit from its channel's turn.
+        claimed.sort_by_key(|m| (m.delivered_at.unwrap_or(0), m.id));
         Ok(claimed)
     }
 

@@ -56,6 +56,15 @@ pub enum Fault {
     Slow(Duration),
 }
 
+/// What every Web API call meets during an outage ([`FakeSlack::outage`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Outage {
+    /// Answered at once with HTTP 503.
+    Fail,
+    /// Answered normally, but only after this long.
+    Hang(Duration),
+}
+
 enum WsCommand {
     Send(String),
     Disconnect,
@@ -70,6 +79,8 @@ struct Shared {
     ws_url: String,
     calls: Mutex<Vec<Call>>,
     faults: Mutex<VecDeque<(Option<String>, Fault)>>,
+    /// Until when every Web API call meets the outage.
+    outage: Mutex<Option<(Instant, Outage)>>,
     next_ts: AtomicU64,
     groups: Mutex<HashMap<String, Vec<String>>>,
     users: Mutex<HashMap<String, String>>,
@@ -115,6 +126,7 @@ impl FakeSlack {
             ws_url,
             calls: Mutex::default(),
             faults: Mutex::default(),
+            outage: Mutex::default(),
             next_ts: AtomicU64::new(1),
             groups: Mutex::default(),
             users: Mutex::default(),
@@ -147,6 +159,13 @@ impl FakeSlack {
         for _ in 0..count {
             f.push_back((method.map(str::to_string), fault));
         }
+    }
+
+    /// Every Web API call that arrives in the next `period` meets `outage`; returns when it ends.
+    pub fn outage(&self, outage: Outage, period: Duration) -> Instant {
+        let until = Instant::now() + period;
+        *self.shared.outage.lock().unwrap() = Some((until, outage));
+        until
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -298,6 +317,16 @@ async fn api(State(s): State<Arc<Shared>>, Path(method): Path<String>, Query(que
                 return record(&s, &method, args, 200, slack_error("invalid_blocks"), None);
             }
         }
+    }
+
+    let outage = s.outage.lock().unwrap().filter(|(until, _)| Instant::now() < *until).map(|(_, o)| o);
+    match outage {
+        Some(Outage::Fail) => {
+            record(&s, &method, args, 503, Value::Null, None);
+            return (StatusCode::SERVICE_UNAVAILABLE, "Slack is having trouble").into_response();
+        }
+        Some(Outage::Hang(d)) => tokio::time::sleep(d).await,
+        None => {}
     }
 
     // Injected faults.
