@@ -270,7 +270,9 @@ async fn wait_until(engine: &Arc<crate::engine::Engine>, id: i64, done: impl Fn(
     loop {
         let d = engine.store.deployment(id).await?.context("deployment vanished")?;
         if done(d.state) {
-            // The last messages reach the console before the next line is typed.
+            // The job announces its end just after the state changes; its last messages reach
+            // the console before the next line is typed.
+            tokio::time::sleep(Duration::from_millis(200)).await;
             return engine.outbox.drain().await;
         }
         if tokio::time::Instant::now() > deadline {
