@@ -474,6 +474,7 @@ async fn the_rollback_emoji_on_an_alert_counts_only_from_a_deployer_of_that_envi
     });
     let payload: deploybot::monitor::alertmanager::Payload = serde_json::from_value(payload).unwrap();
     h.app.engine.receive_alertmanager(&payload).await.unwrap();
+    h.app.engine.outbox.drain().await.unwrap();
     let alert = h
         .app
         .console
