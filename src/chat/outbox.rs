@@ -31,9 +31,10 @@ use super::{ChatError, ChatPlatform, OutMessage};
 use crate::model::Millis;
 use crate::store::{OutboxMessage, Store, StoredMessage};
 
-/// How long a claim protects a message from other deliverers: well beyond one platform call
-/// (Slack's calls time out after 10 s). A round stops sending once half of it has passed.
-const CLAIM_MS: i64 = 60_000;
+/// How long a claim protects a message from other deliverers. A round stops sending once half
+/// of it has passed, so the last call (Slack's time out after 10 s) ends before the claim does;
+/// no longer, because a dead replica's claimed messages wait this long for another one.
+const CLAIM_MS: i64 = 30_000;
 /// Messages claimed per round.
 const BATCH: i64 = 50;
 /// How often an idle deliverer looks for messages written by other replicas or now due.
