@@ -128,8 +128,10 @@ impl Store {
             Dialect::Postgres => " FOR UPDATE OF m SKIP LOCKED",
             Dialect::Sqlite => "",
         };
+        // The candidates are chosen (and locked) once, in a CTE: a locking subquery inside the
+        // UPDATE's WHERE may be re-run by the planner, and a re-run with SKIP LOCKED picks other rows.
         let sql = format!(
-            "UPDATE chat_messages SET claimed_by = $1, claimed_until = $2 WHERE id IN (\
+            "WITH ready AS (\
                SELECT m.id FROM chat_messages m WHERE m.state = 'pending' \
                  AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= $3) \
                  AND (m.claimed_until IS NULL OR m.claimed_until < $3) \
@@ -138,6 +140,8 @@ impl Store {
                  AND (m.platform_id IS NOT NULL OR m.recipient IS NOT NULL \
                       OR NOT EXISTS (SELECT 1 FROM chat_messages p WHERE p.channel = m.channel AND p.id < m.id AND {BLOCKS_LATER_POSTS})) \
                ORDER BY COALESCE(m.delivered_at, 0), m.id LIMIT $4{lock_clause}) \
+             UPDATE chat_messages SET claimed_by = $1, claimed_until = $2 \
+             WHERE id IN (SELECT id FROM ready) AND state = 'pending' AND (claimed_until IS NULL OR claimed_until < $3) \
              RETURNING {MESSAGE_COLUMNS}"
         );
         let mut claimed = sqlx::query(&sql)
