@@ -118,6 +118,27 @@ impl Outbox {
         Ok(())
     }
 
+    /// Like [`Outbox::send`] for a message that renders something moving forward: `as_of` says how
+    /// far it had got when it was read, and a render from an earlier point never replaces a later one
+    /// (two replicas, or a slow task, may write renders out of order).
+    pub async fn send_as_of(&self, d: Draft<'_>, as_of: i64) -> Result<()> {
+        let body = serde_json::to_string(&OutMessage::new(d.text))?;
+        let message = OutboxMessage {
+            key: d.key.to_string(),
+            channel: d.channel.to_string(),
+            thread_key: d.thread_key.map(str::to_string),
+            deployment_id: d.deployment_id,
+            alert_id: d.alert_id,
+            purpose: d.purpose.to_string(),
+            body,
+            recipient: None,
+        };
+        if self.store.outbox_put_as_of(&message, as_of, now_ms()).await? {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
     /// A private reply only `user` sees in `channel`, delivered through the outbox. Sent once per
     /// `key` (e.g. the inbound event's id): a re-handled event never replies twice, and a later
     /// text under the same key is ignored.

@@ -154,7 +154,7 @@ impl Engine {
         let action = format!("roll back {env} from an alert");
         if let Some(refusal) = self.authorize(user, &action, environment, alert.deployment_id, &[super::access::Role::Deployer]).await? {
             // A reaction has no reply of its own: the refusal goes privately to whoever reacted.
-            self.reply_privately(None, &alert.channel, &user.id, &refusal.0).await;
+            self.reply_privately(super::request_event().as_deref(), &alert.channel, &user.id, &refusal.0).await;
             return Ok(());
         }
         tracing::info!(user = %user.id, env = %env, alert = %alert.key, "rollback requested from an alert");

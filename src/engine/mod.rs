@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use crate::approval::{self, Eligibility, Outcome};
 use access::Role;
 use crate::chat::outbox::{Draft, Outbox};
-use crate::chat::{ChatEvent, ChatPlatform, OutMessage, ReactionTarget, UserRef};
+use crate::chat::{ChatEvent, ChatPlatform, ReactionTarget, UserRef};
 use crate::config::{Config, Environment};
 use crate::model::*;
 use crate::store::{Patch, Store};
@@ -52,6 +52,9 @@ pub struct Engine {
 
 /// How long a replica may hold an inbound event before another one handles it.
 const INBOUND_LEASE_MS: i64 = 30_000;
+/// Keeps the keys of private replies to events without an id apart.
+static REPLY_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// What a person is told when the store cannot be reached.
 pub const STORE_UNAVAILABLE: &str = "⚠️ The bot's store is unavailable right now, so nothing was done. Try again in a minute.";
 /// An event whose handling failed this many times is given up (and audited).
@@ -220,15 +223,16 @@ impl Engine {
         }
     }
 
-    /// The private answer to a command; it never holds up the handler for long.
-    pub(crate) async fn reply_privately(&self, _event_id: Option<&str>, channel: &str, user: &str, text: &str) {
-        let chat = self.chat.clone();
-        let (channel, user, msg) = (channel.to_string(), user.to_string(), OutMessage::new(text));
-        tokio::spawn(async move {
-            if let Err(e) = chat.ephemeral(&channel, &user, &msg).await {
-                tracing::warn!(error = %e, "a private reply could not be delivered");
-            }
-        });
+    /// The private answer to a command, through the outbox: keyed by the inbound event, so an
+    /// event handled again never answers twice.
+    pub(crate) async fn reply_privately(&self, event_id: Option<&str>, channel: &str, user: &str, text: &str) {
+        let key = match event_id {
+            Some(id) => format!("reply:{id}"),
+            None => format!("reply:{user}:{}:{}", self.now_ms(), REPLY_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+        };
+        if let Err(e) = self.outbox.ephemeral(&key, channel, user, text).await {
+            tracing::warn!(error = format!("{e:#}"), "a private reply could not be written to the outbox");
+        }
     }
 
     /// Boxed so the futures of callers (HTTP handlers, tests) stay shallow enough for the compiler.
@@ -546,8 +550,12 @@ impl Engine {
         let approvers: Vec<String> = self.store.votes(id).await?.into_iter().filter(|v| v.vote == VoteKind::Approve).map(|v| v.user_name).collect();
         let text = render::progress(&d, &steps, &services, &approvers, self.tz());
         let channel = self.channel_of(&d);
+        // How far the deployment had got when it was read: its transitions, then its steps (both
+        // only ever grow), so a render from an earlier point never replaces a later one.
+        let finished = steps.iter().filter(|s| s.finished_at.is_some()).count() as i64;
+        let as_of = d.rev * 1_000_000 + (steps.len() as i64).min(999) * 1000 + finished.min(999);
         self.outbox
-            .send(Draft { key: &Self::progress_key(id), channel: &channel, thread_key: None, deployment_id: Some(id), alert_id: None, purpose: "progress", text: &text })
+            .send_as_of(Draft { key: &Self::progress_key(id), channel: &channel, thread_key: None, deployment_id: Some(id), alert_id: None, purpose: "progress", text: &text }, as_of)
             .await
     }
 

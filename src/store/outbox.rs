@@ -101,6 +101,43 @@ impl Store {
         Ok((id, false))
     }
 
+    /// Writes a rendering of something that only moves forward (a deployment's progress message),
+    /// `as_of` saying how far it had got: new, or a new text for the key unless the stored one was
+    /// rendered from a later state. Returns whether anything changed.
+    pub async fn outbox_put_as_of(&self, m: &OutboxMessage, as_of: i64, now: Millis) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO chat_messages (key, channel, thread_key, deployment_id, alert_id, purpose, body, recipient, state, created_at, updated_at, source_rev) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10) ON CONFLICT (key) DO NOTHING RETURNING id",
+        )
+        .bind(&m.key)
+        .bind(&m.channel)
+        .bind(&m.thread_key)
+        .bind(m.deployment_id)
+        .bind(m.alert_id)
+        .bind(&m.purpose)
+        .bind(crate::secrets::redact(&m.body))
+        .bind(&m.recipient)
+        .bind(now)
+        .bind(as_of)
+        .fetch_optional(&self.pool)
+        .await?;
+        if inserted.is_some() {
+            return Ok(true);
+        }
+        let n = sqlx::query(
+            "UPDATE chat_messages SET body = $1, rev = rev + 1, state = 'pending', next_attempt_at = NULL, attempts = 0, updated_at = $2, source_rev = $4 \
+             WHERE key = $3 AND body <> $1 AND recipient IS NULL AND (source_rev IS NULL OR source_rev <= $4)",
+        )
+        .bind(crate::secrets::redact(&m.body))
+        .bind(now)
+        .bind(&m.key)
+        .bind(as_of)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
     /// Gives a message a new text (an edit to make): it becomes pending again with the next
     /// `rev`. The same text again changes nothing; returns whether the text changed.
     pub async fn outbox_update_body(&self, key: &str, body: &str, now: Millis) -> Result<bool> {
