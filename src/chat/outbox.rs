@@ -82,6 +82,22 @@ enum Next {
     StopUntil(Millis),
 }
 
+impl Draft<'_> {
+    /// The row the outbox stores for this draft.
+    fn message(&self) -> Result<OutboxMessage> {
+        Ok(OutboxMessage {
+            key: self.key.to_string(),
+            channel: self.channel.to_string(),
+            thread_key: self.thread_key.map(str::to_string),
+            deployment_id: self.deployment_id,
+            alert_id: self.alert_id,
+            purpose: self.purpose.to_string(),
+            body: serde_json::to_string(&OutMessage::new(self.text))?,
+            recipient: None,
+        })
+    }
+}
+
 fn now_ms() -> Millis {
     chrono::Utc::now().timestamp_millis()
 }
@@ -99,20 +115,10 @@ impl Outbox {
     /// Writes the message (new, or a new text for an existing key) and wakes the deliverer.
     /// Never waits for the chat platform.
     pub async fn send(&self, d: Draft<'_>) -> Result<()> {
-        let body = serde_json::to_string(&OutMessage::new(d.text))?;
+        let message = d.message()?;
         let now = now_ms();
-        let message = OutboxMessage {
-            key: d.key.to_string(),
-            channel: d.channel.to_string(),
-            thread_key: d.thread_key.map(str::to_string),
-            deployment_id: d.deployment_id,
-            alert_id: d.alert_id,
-            purpose: d.purpose.to_string(),
-            body: body.clone(),
-            recipient: None,
-        };
         let (_, fresh) = self.store.outbox_put(&message, now).await?;
-        if fresh || self.store.outbox_update_body(d.key, &body, now).await? {
+        if fresh || self.store.outbox_update_body(d.key, &message.body, now).await? {
             self.wake.notify_one();
         }
         Ok(())
@@ -122,18 +128,7 @@ impl Outbox {
     /// far it had got when it was read, and a render from an earlier point never replaces a later one
     /// (two replicas, or a slow task, may write renders out of order).
     pub async fn send_as_of(&self, d: Draft<'_>, as_of: i64) -> Result<()> {
-        let body = serde_json::to_string(&OutMessage::new(d.text))?;
-        let message = OutboxMessage {
-            key: d.key.to_string(),
-            channel: d.channel.to_string(),
-            thread_key: d.thread_key.map(str::to_string),
-            deployment_id: d.deployment_id,
-            alert_id: d.alert_id,
-            purpose: d.purpose.to_string(),
-            body,
-            recipient: None,
-        };
-        if self.store.outbox_put_as_of(&message, as_of, now_ms()).await? {
+        if self.store.outbox_put_as_of(&d.message()?, as_of, now_ms()).await? {
             self.wake.notify_one();
         }
         Ok(())
