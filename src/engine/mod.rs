@@ -342,9 +342,10 @@ impl Engine {
 
         // Preflight checks that can be made now (they are made again when the job starts).
         // A hotfix may roll forward over a failed rollback: it takes the environment over when it starts.
-        let rolls_forward = match self.store.lock(env.name.as_str()).await? {
-            Some(held) if hotfix => self.stuck_holder(&held).await?,
-            _ => None,
+        let held = if hotfix { self.store.lock(env.name.as_str()).await? } else { None };
+        let rolls_forward = match held {
+            Some(held) => self.stuck_holder(&held).await?,
+            None => None,
         };
         if let Some(refusal) = self.preflight_refusal(&env, &version, scheduled_for.is_some() || rolls_forward.is_some()).await? {
             return Ok(Reply(refusal));
