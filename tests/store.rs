@@ -1085,7 +1085,7 @@ fn finished(id: i64, env: &str, kind: DeploymentKind, state: DeploymentState, st
 }
 
 fn input(d: Deployment) -> StatsInput {
-    StatsInput { deployment: d, rolled_back_later: false }
+    StatsInput { deployment: d, rolled_back_later: false, next_success_at: None }
 }
 
 #[test]
@@ -1133,7 +1133,7 @@ fn stats_compute_the_four_keys_on_known_sets_of_deployments() {
         Case {
             name: "a later /rollback marks a successful deploy as a failed change, restored when the rollback ends",
             rows: vec![
-                StatsInput { deployment: finished(1, prod, Deploy, Succeeded, T0, 15), rolled_back_later: true },
+                StatsInput { deployment: finished(1, prod, Deploy, Succeeded, T0, 15), rolled_back_later: true, next_success_at: None },
                 input(Deployment { rollback_of: Some(1), ..finished(2, prod, Rollback, Succeeded, T0 + 40 * MINUTE, 15) }),
             ],
             days: 7,
@@ -1164,7 +1164,8 @@ fn stats_compute_the_four_keys_on_known_sets_of_deployments() {
         },
     ];
     let mut failures = Vec::new();
-    for case in cases {
+    for mut case in cases {
+        StatsInput::pair_restores(&mut case.rows);
         let got = Stats::compute(&case.rows, case.days, from_millis(T0 + 30 * DAY));
         let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => (a - b).abs() < 1e-9,
