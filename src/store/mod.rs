@@ -411,9 +411,18 @@ impl Store {
     /// The states are those of the partial index `deployments_claimable` (migration 0003): a claim
     /// reads the few live jobs, not the finished history.
     pub async fn claim_job(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Option<Deployment>> {
+        Ok(self.claim_jobs(owner, now, lease_ms, 1).await?.pop())
+    }
+
+    /// Claims up to `limit` ready jobs in one statement, oldest first: when many requests arrive
+    /// at once (a fleet deploying together), the runner takes them in a few writes instead of one
+    /// write per job queued behind every running job's writes.
+    pub async fn claim_jobs(&self, owner: &str, now: Millis, lease_ms: i64, limit: i64) -> Result<Vec<Deployment>> {
         let sql = claim_sql(self.dialect);
-        let row = sqlx::query(&sql).bind(owner).bind(now + lease_ms).bind(now).fetch_optional(&self.pool).await?;
-        row.as_ref().map(deployment_from_row).transpose()
+        let rows = sqlx::query(&sql).bind(owner).bind(now + lease_ms).bind(now).bind(limit.max(1)).fetch_all(&self.pool).await?;
+        let mut claimed: Vec<Deployment> = rows.iter().map(deployment_from_row).collect::<Result<_>>()?;
+        claimed.sort_by_key(|d| d.id);
+        Ok(claimed)
     }
 
     /// Extends a lease this owner holds; false when it was lost.
@@ -1052,7 +1061,7 @@ impl Store {
             ("history --env", history_sql(true), vec![Param::Int(20), Param::Text(env.to_string())]),
             ("history", history_sql(false), vec![Param::Int(20)]),
             ("history: rolled back by", rollbacks_of_sql(), vec![Param::Int(1)]),
-            ("claim_job", claim_sql(self.dialect), vec![Param::Text("explain".into()), Param::Int(since), Param::Int(since)]),
+            ("claim_job", claim_sql(self.dialect), vec![Param::Text("explain".into()), Param::Int(since), Param::Int(since), Param::Int(16)]),
         ];
         queries.extend(Store::stats_queries(env, since));
         let mut out = Vec::with_capacity(queries.len());
@@ -1115,11 +1124,11 @@ fn claim_sql(dialect: Dialect) -> String {
         Dialect::Sqlite => "",
     };
     format!(
-        "UPDATE deployments SET lease_owner = $1, lease_until = $2, rev = rev + 1 WHERE id = (\
+        "UPDATE deployments SET lease_owner = $1, lease_until = $2, rev = rev + 1 WHERE id IN (\
            SELECT id FROM deployments WHERE {CLAIMABLE} \
              AND (state <> 'scheduled' OR scheduled_for <= $3) \
              AND (lease_until IS NULL OR lease_until < $3) \
-           ORDER BY id LIMIT 1{lock_clause}) \
+           ORDER BY id LIMIT $4{lock_clause}) \
          RETURNING {DEPLOYMENT_COLUMNS}"
     )
 }
