@@ -61,12 +61,12 @@ def apply_rows(x, sgn, source, where_extra="TRUE", pg=False):
         f"    ON CONFLICT (scope, day) DO UPDATE SET {', '.join(f'{c} = stats_days.{c} + excluded.{c}' for c in DAY_COLS)}")
     succ = f"{x}.kind = 'deploy' AND {x}.state = 'succeeded' AND {counts(x)} AND {where_extra}"
     out.append(
-        f"INSERT INTO stats_durations (scope, secs, day, n)\n"
-        f"    SELECT {scope}, {dur} / 1000, {x}.finished_at / {DAY}, SUM({sgn})\n"
+        f"INSERT INTO stats_durations (scope, minute, day, secs, n)\n"
+        f"    SELECT {scope}, {dur} / 60000, {x}.finished_at / {DAY}, {dur} / 1000, SUM({sgn})\n"
         f"    FROM {source} {scope_join}\n"
         f"    WHERE {succ}\n"
-        f"    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3\n"
-        f"    ON CONFLICT (scope, secs, day) DO UPDATE SET n = stats_durations.n + excluded.n")
+        f"    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4\n"
+        f"    ON CONFLICT (scope, minute, day, secs) DO UPDATE SET n = stats_durations.n + excluded.n")
     out.append(
         f"INSERT INTO stats_duration_minutes (scope, day, minute, n)\n"
         f"    SELECT {scope}, {x}.finished_at / {DAY}, {dur} / 60000, SUM({sgn})\n"
@@ -90,9 +90,9 @@ def apply_row(x, sgn):
             f"    WHERE {counts(x)}\n"
             f"    ON CONFLICT (scope, day) DO UPDATE SET {', '.join(f'{c} = stats_days.{c} + excluded.{c}' for c in DAY_COLS)}")
         out.append(
-            f"INSERT INTO stats_durations (scope, secs, day, n)\n"
-            f"    SELECT {scope}, {dur} / 1000, {x}.finished_at / {DAY}, {sgn} WHERE {succ}\n"
-            f"    ON CONFLICT (scope, secs, day) DO UPDATE SET n = stats_durations.n + excluded.n")
+            f"INSERT INTO stats_durations (scope, minute, day, secs, n)\n"
+            f"    SELECT {scope}, {dur} / 60000, {x}.finished_at / {DAY}, {dur} / 1000, {sgn} WHERE {succ}\n"
+            f"    ON CONFLICT (scope, minute, day, secs) DO UPDATE SET n = stats_durations.n + excluded.n")
         out.append(
             f"INSERT INTO stats_duration_minutes (scope, day, minute, n)\n"
             f"    SELECT {scope}, {x}.finished_at / {DAY}, {dur} / 60000, {sgn} WHERE {succ}\n"
@@ -153,7 +153,7 @@ CREATE TABLE stats_days (
     PRIMARY KEY (scope, day)
 );
 -- Successful changes by duration: whole minutes per day (to find the median's minute), whole
--- seconds per day (to find its second, searched by second first).
+-- seconds per minute per day (to find its second: one range of the key).
 CREATE TABLE stats_duration_minutes (
     scope  TEXT   NOT NULL,
     day    BIGINT NOT NULL,
@@ -162,11 +162,12 @@ CREATE TABLE stats_duration_minutes (
     PRIMARY KEY (scope, day, minute)
 );
 CREATE TABLE stats_durations (
-    scope TEXT   NOT NULL,
-    secs  BIGINT NOT NULL,
-    day   BIGINT NOT NULL,
-    n     BIGINT NOT NULL,
-    PRIMARY KEY (scope, secs, day)
+    scope  TEXT   NOT NULL,
+    minute BIGINT NOT NULL,   -- secs / 60: the median's minute is one range of the key
+    day    BIGINT NOT NULL,
+    secs   BIGINT NOT NULL,
+    n      BIGINT NOT NULL,
+    PRIMARY KEY (scope, minute, day, secs)
 );
 """
 
