@@ -229,7 +229,7 @@ mod tests {
         let text = discord_text("deploy", &options).unwrap();
         assert!(text.starts_with("\"v1.0.0\" \"prod\" "), "{text}");
         let line = format!("/deploy {text}");
-        match crate::tests::parse_ok(&line) {
+        match crate::test_support::parse_ok(&line) {
             crate::Command::Deploy(args) => {
                 assert_eq!(args.version.as_str(), "v1.0.0");
                 assert_eq!(args.env.as_str(), "production");
