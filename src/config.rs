@@ -814,11 +814,11 @@ impl Validator {
             }
             match &discord.application_id {
                 None if chat.platform == Platform::Discord => self.problem("chat.discord.application_id", "the application id is needed to register the commands and answer interactions (Developer Portal → General Information)"),
-                Some(id) if !is_snowflake(id) => self.problem("chat.discord.application_id", &format!("{id:?} is not a Discord id (a number)")),
+                Some(id) if !is_snowflake(id) && SecretRef::parse(id).is_err() => self.problem("chat.discord.application_id", format!("{id:?} is not a Discord id (a number) or a ${{VAR}} reference")),
                 _ => {}
             }
             if let Some(id) = discord.guild_id.as_deref().filter(|id| !is_snowflake(id)) {
-                self.problem("chat.discord.guild_id", &format!("{id:?} is not a Discord id (a number)"))
+                self.problem("chat.discord.guild_id", format!("{id:?} is not a Discord id (a number)"))
             }
         }
         match chat.platform {

@@ -177,6 +177,16 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // A removal carries no member (as documented); the user id is enough to withdraw a vote.
+        let removed = json!({ "user_id": "300", "channel_id": "500", "message_id": "600", "guild_id": "7", "emoji": { "id": null, "name": "✅" } });
+        match reaction(&discord, "MESSAGE_REACTION_REMOVE", &removed, "e3".into()).unwrap() {
+            ChatEvent::ReactionRemoved { event_id, user, emoji, .. } => {
+                assert_eq!((event_id.as_deref(), user.id.as_str(), emoji.as_str()), (Some("e3"), "300", "white_check_mark"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let custom = json!({ "user_id": "300", "channel_id": "500", "message_id": "600", "emoji": { "id": "41771983429993937", "name": "shipit" } });
+        assert!(matches!(reaction(&discord, "MESSAGE_REACTION_ADD", &custom, "e4".into()), Some(ChatEvent::ReactionAdded { emoji, .. }) if emoji == "shipit"));
         let own = json!({ "user_id": "1", "channel_id": "500", "message_id": "600", "emoji": { "id": null, "name": "✅" } });
         assert!(reaction(&discord, "MESSAGE_REACTION_ADD", &own, "e2".into()).is_none());
     }

@@ -110,6 +110,13 @@ impl DiscordSecrets {
             }
         }
         let application_id = config.application_id.clone().context("[chat.discord] application_id is required (Developer Portal → General Information → Application ID)")?;
+        let application_id = match crate::secrets::SecretRef::parse(&application_id) {
+            Ok(r) => r.resolve_in(vars).map_err(|e| anyhow::anyhow!("[chat.discord] application_id: {e}"))?.expose().trim().to_string(),
+            Err(_) => application_id,
+        };
+        if application_id.is_empty() || !application_id.chars().all(|c| c.is_ascii_digit()) {
+            anyhow::bail!("[chat.discord] application_id: {application_id:?} is not a Discord id (a number)");
+        }
         Ok(DiscordSecrets { token, public_key, application_id })
     }
 }
