@@ -183,8 +183,8 @@ pub struct DiscordApp {
 pub async fn build_discord_app(config: Config, clock: Arc<dyn Clock>) -> Result<DiscordApp> {
     let discord_config = config.chat.discord.clone().context("platform is discord but there is no [chat.discord] table")?;
     let secrets = DiscordSecrets::resolve(&discord_config, &config.vars)?;
-    let discord = Arc::new(DiscordPlatform::new(&discord_config, &secrets, &config.reactions)?);
     let store = Store::connect(&config.bot.database_url).await?;
+    let discord = Arc::new(DiscordPlatform::new(&discord_config, &secrets, &config.reactions, Some(store.clone()))?);
     let targets = build_targets(&config).await;
     let chat: Arc<dyn ChatPlatform> = discord.clone();
     let engine = Engine::new(Arc::new(config), store, chat, targets, clock);

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use deploybot::app::{self, DiscordApp};
+use deploybot::chat::ChatPlatform;
 use deploybot::engine::clock::ShiftedClock;
 use deploybot::model::DeploymentState;
 use discord_support::{FakeDiscord, Fault};
@@ -655,6 +656,35 @@ async fn a_restart_between_approval_request_and_reaction_still_approves() {
     assert_eq!(puts, 1, "the commands were overwritten although nothing changed");
     let registered = discord.registered_commands(discord_support::GUILD).expect("registered in the configured guild");
     assert_eq!(registered.as_array().unwrap().len(), serde_json::from_str::<Value>(&deploybot_commands::discord_commands_json()).unwrap().as_array().unwrap().len());
+    assert_conformant(&second).await;
+    second.stop().await;
+}
+
+/// The answer to a command may be delivered by another process than the one that received it
+/// (another replica's outbox, or the next process after a restart): it still edits the
+/// interaction's deferred response (its token is in the store), never a direct message instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_answers_a_command_through_its_interaction() {
+    let world = World::new().await;
+    let discord = &world.discord;
+    let first = world.start(Mode::Interactions).await;
+    let (id, payload) = discord.command_interaction(ALICE, PROD, "help", json!([]));
+    let res = first.signed_post(&payload.to_string(), &first.key, Utc::now().timestamp()).await;
+    assert_eq!(res.status(), 200);
+    discord.answered(&id, &res.json::<Value>().await.unwrap());
+    discord.wait_for_answer(&id, "/deploy", SHORT).await;
+    first.stop().await;
+
+    // A fresh process, with nothing in memory, answers the same interaction again.
+    let second = world.start(Mode::Interactions).await;
+    let msg = deploybot::chat::OutMessage::new("answered by the second process");
+    second.app.discord.private_reply(&format!("reply:discord-interaction:{id}"), PROD, ALICE, &msg).await.unwrap();
+    discord.wait_for_answer(&id, "answered by the second process", SHORT).await;
+    assert!(discord.dm_channel(ALICE).is_none(), "no direct message when the interaction can be answered");
+    // An interaction nobody knows (older than its token, or never stored) falls back to a DM.
+    second.app.discord.private_reply("reply:discord-interaction:1299999999999999999", PROD, ALICE, &deploybot::chat::OutMessage::new("by direct message")).await.unwrap();
+    let dm = discord.dm_channel(ALICE).expect("a DM channel was opened");
+    discord.wait_for_message(Some(&dm), "by direct message", SHORT).await;
     assert_conformant(&second).await;
     second.stop().await;
 }

@@ -296,9 +296,13 @@ async fn dispatch(engine: &Arc<Engine>, discord: &Arc<DiscordPlatform>, session:
         }
         "INTERACTION_CREATE" => {
             match inbound::interaction(discord, d) {
-                Ok(Interaction::Command { event, id, token }) => match engine.accept(&event).await {
+                Ok(Interaction::Command { event, id, token }) => match {
+                    // The token first: whoever handles the command (after a crash, the next
+                    // process) can answer it.
+                    discord.remember_interaction(&id, &token).await;
+                    engine.accept(&event).await
+                } {
                     Ok(fresh) => {
-                        discord.remember_interaction(&id, &token);
                         // The deferred answer first (Discord's 3 s), then the work, whose
                         // private answer replaces it.
                         let (engine, discord) = (engine.clone(), discord.clone());

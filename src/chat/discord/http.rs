@@ -100,7 +100,7 @@ async fn interactions(State(d): State<Discord>, headers: HeaderMap, body: Bytes)
             Json(serde_json::json!({ "type": 6 })).into_response()
         }
         Ok(Interaction::Command { event, id, token }) => {
-            d.discord.remember_interaction(&id, &token);
+            d.discord.remember_interaction(&id, &token).await;
             match crate::chat::accept(&d.engine, event).await {
                 Ok(_) => Json(inbound::deferred_response()).into_response(),
                 Err(e) => {

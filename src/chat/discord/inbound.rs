@@ -135,7 +135,7 @@ mod tests {
             api_url: "http://127.0.0.1:9".into(),
         };
         let secrets = super::super::DiscordSecrets { token: crate::secrets::Secret::from_value("test-token-inbound".into()), public_key: None, application_id: "42".into() };
-        DiscordPlatform::new(&config, &secrets, &Reactions::default()).unwrap()
+        DiscordPlatform::new(&config, &secrets, &Reactions::default(), None).unwrap()
     }
 
     #[test]

@@ -144,6 +144,8 @@ pub struct DiscordPlatform {
     threads: Mutex<HashSet<String>>,
     /// The guild seen in events, for role look-ups when `guild_id` is not configured.
     seen_guild: Mutex<Option<String>>,
+    /// Where interaction tokens are kept for other replicas and the next process.
+    store: Option<crate::store::Store>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -156,7 +158,8 @@ fn split_id(id: &str) -> Result<(&str, &str), ChatError> {
 }
 
 impl DiscordPlatform {
-    pub fn new(config: &DiscordConfig, secrets: &DiscordSecrets, reactions: &Reactions) -> Result<DiscordPlatform> {
+    /// `store` keeps interaction tokens beyond this process (without one, they live in memory).
+    pub fn new(config: &DiscordConfig, secrets: &DiscordSecrets, reactions: &Reactions, store: Option<crate::store::Store>) -> Result<DiscordPlatform> {
         Ok(DiscordPlatform {
             rest: Rest::new(&config.api_url, &secrets.token)?,
             application_id: secrets.application_id.clone(),
@@ -168,6 +171,7 @@ impl DiscordPlatform {
             interactions: Mutex::default(),
             threads: Mutex::default(),
             seen_guild: Mutex::default(),
+            store,
         })
     }
 
@@ -200,17 +204,36 @@ impl DiscordPlatform {
         }
     }
 
-    /// Remembers an interaction's token for the private answer (valid 15 minutes).
-    pub fn remember_interaction(&self, id: &str, token: &str) {
-        let mut map = lock(&self.interactions);
-        map.retain(|_, (at, _)| at.elapsed() < INTERACTION_TTL);
-        map.insert(id.to_string(), (Instant::now(), token.to_string()));
+    /// Remembers an interaction's token for the private answer (valid 15 minutes), in memory
+    /// and in the store, before the command is recorded: whichever replica delivers the answer,
+    /// now or after a restart, can edit the deferred response.
+    pub async fn remember_interaction(&self, id: &str, token: &str) {
+        {
+            let mut map = lock(&self.interactions);
+            map.retain(|_, (at, _)| at.elapsed() < INTERACTION_TTL);
+            map.insert(id.to_string(), (Instant::now(), token.to_string()));
+        }
+        if let Some(store) = &self.store {
+            if let Err(e) = store.put_interaction_token(id, token, chrono::Utc::now().timestamp_millis(), INTERACTION_TTL.as_millis() as i64).await {
+                tracing::warn!(error = format!("{e:#}"), "could not store a Discord interaction's token; only this replica can answer it");
+            }
+        }
     }
 
     /// The token of the interaction a reply key answers, and how long ago it arrived.
-    fn interaction_token(&self, key: &str) -> Option<(String, Duration)> {
+    async fn interaction_token(&self, key: &str) -> Option<(String, Duration)> {
         let id = inbound::interaction_of_reply_key(key)?;
-        lock(&self.interactions).get(id).filter(|(at, _)| at.elapsed() < INTERACTION_TTL).map(|(at, t)| (t.clone(), at.elapsed()))
+        if let Some(found) = lock(&self.interactions).get(id).filter(|(at, _)| at.elapsed() < INTERACTION_TTL).map(|(at, t)| (t.clone(), at.elapsed())) {
+            return Some(found);
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        match self.store.as_ref()?.interaction_token(id, now - INTERACTION_TTL.as_millis() as i64).await {
+            Ok(found) => found.map(|(token, at)| (token, Duration::from_millis((now - at).max(0) as u64))),
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "could not read a Discord interaction's token");
+                None
+            }
+        }
     }
 
     /// The body of a message: the text as `content` when it fits, else its first line as
@@ -460,7 +483,7 @@ impl ChatPlatform for DiscordPlatform {
     /// it). When the interaction is unknown here (this replica did not receive it, or it is older
     /// than its 15-minute token), a direct message.
     async fn private_reply(&self, key: &str, channel: &str, user: &str, msg: &OutMessage) -> Result<(), ChatError> {
-        let Some((token, age)) = self.interaction_token(key) else { return self.ephemeral(channel, user, msg).await };
+        let Some((token, age)) = self.interaction_token(key).await else { return self.ephemeral(channel, user, msg).await };
         let mut body = self.body(msg);
         body["flags"] = json!(EPHEMERAL);
         let path = format!("/webhooks/{}/{token}/messages/@original", self.application_id);
