@@ -24,15 +24,6 @@ use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-const DEPLOY_SH: &str = r#"#!/bin/sh
-set -e
-dir=$(dirname "$0")
-env=$1 service=$2 version=$3
-if [ -f "$dir/sleep" ]; then echo "$env $service $version" > "$dir/sleeping"; sleep "$(cat "$dir/sleep")"; fi
-echo "$env $service $version" >> "$dir/deploy.log"
-echo "$version" > "$dir/$env-$service.version"
-echo "deployed $service $version"
-"#;
 
 const LONG: Duration = Duration::from_secs(40);
 const SHORT: Duration = Duration::from_secs(8);
@@ -171,7 +162,7 @@ impl World {
     async fn new() -> World {
         app::init_tracing("text");
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("deploy.sh"), DEPLOY_SH).unwrap();
+        std::fs::write(dir.path().join("deploy.sh"), support::bot::DEPLOY_SH).unwrap();
         let secrets = Secrets::new();
         let discord = FakeDiscord::start(&secrets.token, APP_ID).await;
         discord.add_channel(STAGING);
@@ -687,4 +678,28 @@ async fn another_process_answers_a_command_through_its_interaction() {
     discord.wait_for_message(Some(&dm), "by direct message", SHORT).await;
     assert_conformant(&second).await;
     second.stop().await;
+}
+
+/// Roles come with interactions and reactions; a member the bot has not seen (or seen more than
+/// 5 minutes ago) is looked up in the guild, and a lookup that fails is an error, not a "no".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_membership_is_looked_up_in_the_guild_when_not_known() {
+    let world = World::new().await;
+    let discord = &world.discord;
+    let bot = world.start(Mode::Gateway).await;
+    let chat = &bot.app.discord;
+    assert!(chat.in_group(DAN, DEVOPS).await.unwrap(), "Dan has the DevOps role");
+    assert!(!chat.in_group(BOB, DEVOPS).await.unwrap(), "Bob has not");
+    let lookups = discord.calls_to("GET", "/guilds/{guild_id}/members/{user_id}");
+    assert_eq!(lookups.len(), 2, "{lookups:#?}");
+    assert!(lookups.iter().all(|c| c.ok() && c.path.starts_with(&format!("/guilds/{}/members/", discord_support::GUILD))));
+    // Cached: no second lookup.
+    assert!(chat.in_group(DAN, DEVOPS).await.unwrap());
+    assert_eq!(discord.calls_to("GET", "/guilds/{guild_id}/members/{user_id}").len(), 2);
+    // A member Discord does not know, and Discord failing (3 tries): errors, not "not a member".
+    assert!(chat.in_group("1300000000000000099", DEVOPS).await.is_err());
+    discord.inject(Some("/guilds/{guild_id}/members/{user_id}"), Fault::ServerError, 3);
+    assert!(chat.in_group(CAROL, DEVOPS).await.is_err());
+    assert_eq!(discord.calls().iter().filter(|c| c.status == 500).count(), 3, "retried before giving up");
+    bot.stop().await;
 }
