@@ -296,40 +296,41 @@ async fn dispatch(engine: &Arc<Engine>, discord: &Arc<DiscordPlatform>, session:
         }
         "INTERACTION_CREATE" => {
             match inbound::interaction(discord, d) {
-                Ok(Interaction::Command { event, id, token }) => match {
+                Ok(Interaction::Command { event, id, token }) => {
                     // The token first: whoever handles the command (after a crash, the next
                     // process) can answer it.
                     discord.remember_interaction(&id, &token).await;
-                    engine.accept(&event).await
-                } {
-                    Ok(fresh) => {
-                        // The deferred answer first (Discord's 3 s), then the work, whose
-                        // private answer replaces it.
-                        let (engine, discord) = (engine.clone(), discord.clone());
-                        tokio::spawn(async move {
-                            if let Err(e) = discord.defer_interaction(&id, &token).await {
-                                tracing::warn!(error = %e, "could not acknowledge a Discord command in time");
-                            }
-                            if fresh {
-                                if let Err(e) = engine.process(event).await {
-                                    tracing::error!(error = format!("{e:#}"), "a Discord command could not be handled");
+                    let accepted = engine.accept(&event).await;
+                    match accepted {
+                        Ok(fresh) => {
+                            // The deferred answer first (Discord's 3 s), then the work, whose
+                            // private answer replaces it.
+                            let (engine, discord) = (engine.clone(), discord.clone());
+                            tokio::spawn(async move {
+                                if let Err(e) = discord.defer_interaction(&id, &token).await {
+                                    tracing::warn!(error = %e, "could not acknowledge a Discord command in time");
                                 }
-                            }
-                        });
+                                if fresh {
+                                    if let Err(e) = engine.process(event).await {
+                                        tracing::error!(error = format!("{e:#}"), "a Discord command could not be handled");
+                                    }
+                                }
+                            });
+                        }
+                        // Discord does not send an interaction twice: say so now, and move on.
+                        Err(e) => {
+                            tracing::error!(error = format!("{e:#}"), "a Discord command could not be recorded");
+                            let discord = discord.clone();
+                            tokio::spawn(async move {
+                                let body = inbound::message_response(super::TRY_AGAIN);
+                                let path = format!("/interactions/{id}/{token}/callback");
+                                if let Err(e) = discord.rest().call(reqwest::Method::POST, &path, Some(&body), super::rest::Retry::Some(1)).await {
+                                    tracing::warn!(error = %e, "could not tell the person their command was not recorded");
+                                }
+                            });
+                        }
                     }
-                    // Discord does not send an interaction twice: say so now, and move on.
-                    Err(e) => {
-                        tracing::error!(error = format!("{e:#}"), "a Discord command could not be recorded");
-                        let discord = discord.clone();
-                        tokio::spawn(async move {
-                            let body = inbound::message_response(super::TRY_AGAIN);
-                            let path = format!("/interactions/{id}/{token}/callback");
-                            if let Err(e) = discord.rest().call(reqwest::Method::POST, &path, Some(&body), super::rest::Retry::Some(1)).await {
-                                tracing::warn!(error = %e, "could not tell the person their command was not recorded");
-                            }
-                        });
-                    }
-                },
+                }
                 Ok(_) => {}
                 Err(why) => tracing::warn!(why, "an unreadable interaction was ignored"),
             }
