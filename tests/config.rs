@@ -528,3 +528,21 @@ fn a_discord_config_with_role_deployers_and_references_loads() {
     assert_eq!(discord.mode, deploybot::config::DiscordMode::Interactions);
     assert_eq!(discord.guild_id.as_deref(), Some("987654321098765432"));
 }
+
+#[test]
+fn run_on_discord_stops_at_start_naming_a_missing_variable_or_a_bad_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = BASE.replacen(
+        "[bot]\n",
+        "[chat]\nplatform = \"discord\"\n\n[chat.discord]\nmode = \"interactions\"\ntoken = \"${DEPLOYBOT_TEST_DISCORD_TOKEN_CLI}\"\napplication_id = \"123456789012345678\"\npublic_key = \"${DEPLOYBOT_TEST_DISCORD_KEY_CLI}\"\n\n[bot]\n",
+        1,
+    );
+    let config = write(dir.path(), "deploybot.toml", &text);
+    let (code, _, err) = deploybot(&config, &["run"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("DEPLOYBOT_TEST_DISCORD_TOKEN_CLI"), "names the variable: {err}");
+    let (code, _, err) = deploybot(&config, &["run"], &[("DEPLOYBOT_TEST_DISCORD_TOKEN_CLI", "bot-token-value-cli"), ("DEPLOYBOT_TEST_DISCORD_KEY_CLI", "not-a-key")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("public_key") && err.contains("64 hex"), "{err}");
+    assert!(!err.contains("bot-token-value-cli"), "the token never printed: {err}");
+}
