@@ -703,3 +703,37 @@ async fn role_membership_is_looked_up_in_the_guild_when_not_known() {
     assert_eq!(discord.calls().iter().filter(|c| c.status == 500).count(), 3, "retried before giving up");
     bot.stop().await;
 }
+
+/// The store cannot take a reaction when it arrives: the bot does not count the dispatch as
+/// seen, closes the connection and resumes from the last event it recorded, so Discord sends the
+/// reaction again — until the store takes it. The approval is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reaction_the_store_cannot_take_is_received_again_after_a_resume() {
+    use sqlx::Connection;
+    let world = World::new().await;
+    let bot = world.start(Mode::Gateway).await;
+    let discord = &world.discord;
+    bot.command(ALICE, PROD, "deploy", opts(&[("version", json!("v1.0.0")), ("env", json!("prod"))])).await;
+    let id = bot.latest().await;
+    let approval = discord.wait_for_message(Some(PROD), &format!("Approval needed for #{id} "), SHORT).await;
+
+    let url = format!("sqlite://{}", world.path().join("deploybot.db").display());
+    let mut db = sqlx::sqlite::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("ALTER TABLE processed_events RENAME TO processed_events_away").execute(&mut db).await.unwrap();
+    let resumes = discord.resumes();
+    bot.react(CAROL, "✅", PROD, &approval.id);
+    let deadline = Instant::now() + LONG;
+    while discord.resumes() < resumes + 2 {
+        assert!(Instant::now() < deadline, "the bot did not resume to get the reaction again (resumes: {})", discord.resumes());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bot.app.engine.store.deployment(id).await.unwrap().unwrap().state, DeploymentState::AwaitingApproval);
+    sqlx::query("ALTER TABLE processed_events_away RENAME TO processed_events").execute(&mut db).await.unwrap();
+    db.close().await.unwrap();
+
+    bot.wait_state(id, &[DeploymentState::Succeeded], LONG).await;
+    assert_eq!(bot.app.engine.store.votes(id).await.unwrap().len(), 1);
+    assert_eq!(discord.identifies(), 1, "the session was resumed, never replaced");
+    assert_conformant(&bot).await;
+    bot.stop().await;
+}
