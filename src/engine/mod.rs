@@ -273,7 +273,7 @@ impl Engine {
         if list.iter().any(|a| a == "*" || a == user) {
             return Ok(true);
         }
-        for g in list.iter().filter_map(|a| a.strip_prefix("group:")) {
+        for g in list.iter().filter_map(|a| crate::approval::group_id(a)) {
             if self.chat.in_group(user, g).await.unwrap_or(false) {
                 return Ok(true);
             }
@@ -683,7 +683,7 @@ impl Engine {
             }
             Eligibility::NotAnApprover => {
                 if added {
-                    self.thread(&d, &format!("ignored:{}", user.id), &format!("{}'s reaction does not count: they are not an approver for {} (approvers: {}).", render::mention(&user.id), d.env, rule.approvers.join(", "))).await?;
+                    self.thread(&d, &format!("ignored:{}", user.id), &format!("{}'s reaction does not count: they are not an approver for {} (approvers: {}).", render::mention(&user.id), d.env, access::people(&rule.approvers))).await?;
                 }
                 return Ok(());
             }
