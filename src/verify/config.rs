@@ -14,6 +14,14 @@ pub struct VerifyConfig {
     pub health: Vec<CheckConfig>,
     #[serde(default)]
     pub smoke: Vec<CheckConfig>,
+    /// `[[environments.X.verify.security]]`: run in preflight against what runs now, and after the smoke
+    /// tests in verify.
+    #[serde(default)]
+    pub security: Vec<SecurityConfig>,
+    /// The environment's automatic checklist items (`[[environments.X.checklist.checks]]`), set by the
+    /// checklist, never read from this table: they share its retries, backoff and timeout.
+    #[serde(skip)]
+    pub checklist: Vec<CheckConfig>,
     /// Retries after a failed first attempt (so `3` means up to 4 attempts).
     #[serde(default = "default_retries")]
     pub retries: u32,
@@ -32,6 +40,8 @@ impl Default for VerifyConfig {
         Self {
             health: Vec::new(),
             smoke: Vec::new(),
+            security: Vec::new(),
+            checklist: Vec::new(),
             retries: default_retries(),
             backoff: default_backoff(),
             max_backoff: default_max_backoff(),
@@ -99,6 +109,13 @@ pub struct CheckConfig {
     /// Overrides [`VerifyConfig::timeout`].
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Response headers that must be present; each value must appear in the header's value (case
+    /// insensitive), `""` only asks for the header.
+    #[serde(default)]
+    pub expect_headers: BTreeMap<String, String>,
+    /// Checklist items only: a failure refuses the deployment (`true`, the default) or is only shown.
+    #[serde(default)]
+    pub required: Option<bool>,
 }
 
 /// The values of the built-in placeholders for one run.
@@ -134,6 +151,7 @@ pub(super) struct Check {
     pub(super) expect_contains: Option<Contains<JsonTemplate>>,
     pub(super) expect_body: Option<Template>,
     pub(super) captures: Vec<(String, JsonPath)>,
+    pub(super) expect_headers: Vec<(HeaderName, String)>,
     pub(super) retries: u32,
     pub(super) timeout: Duration,
 }
@@ -206,28 +224,23 @@ pub(super) fn compile(config: &VerifyConfig) -> Compiled {
 
     // Capture names in scope so far, with the check (`smoke[0]`) that captures each.
     let mut captured_by: BTreeMap<String, String> = BTreeMap::new();
-    let all_captures: Vec<(String, String)> = [
-        (CheckKind::Health, &config.health),
-        (CheckKind::Smoke, &config.smoke),
-    ]
-    .into_iter()
+    let all_captures: Vec<(String, String)> = config
+        .lists()
+        .into_iter()
     .flat_map(|(kind, checks)| {
         checks.iter().enumerate().flat_map(move |(i, check)| {
             check
                 .capture
                 .keys()
-                .map(move |name| (name.clone(), format!("{kind}[{i}]")))
+                .map(move |name| (name.clone(), format!("{}[{i}]", kind.key())))
         })
     })
     .collect();
 
     let mut checks = Vec::new();
-    for (kind, list) in [
-        (CheckKind::Health, &config.health),
-        (CheckKind::Smoke, &config.smoke),
-    ] {
+    for (kind, list) in config.lists() {
         for (i, check) in list.iter().enumerate() {
-            let key = format!("{kind}[{i}]");
+            let key = format!("{}[{i}]", kind.key());
             let mut problems = Vec::new();
             let compiled = compile_check(check, kind, &key, config, timeout, &mut problems);
             for name in compiled.templates().into_iter().flat_map(Template::vars) {
@@ -495,6 +508,16 @@ pub(super) fn compile_check(
             default_timeout
         }
     };
+    let mut expect_headers = Vec::new();
+    for (name, value) in &check.expect_headers {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(header) => expect_headers.push((header, value.clone())),
+            Err(_) => problem(&format!("expect_headers.{name}"), format!("{name:?} is not a valid header name")),
+        }
+    }
+    if check.required.is_some() && kind != CheckKind::Checklist {
+        problem("required", "only means something on a checklist item ([[environments.X.checklist.checks]])".to_owned());
+    }
     problems.append(&mut json_errors);
 
     Check {
@@ -510,6 +533,7 @@ pub(super) fn compile_check(
         expect_contains,
         expect_body,
         captures,
+        expect_headers,
         retries,
         timeout,
     }
@@ -519,6 +543,15 @@ impl VerifyConfig {
     /// Every problem with this config, as (sub-path such as `smoke[1].url`, message); empty when it is
     /// runnable. Does no I/O: `${ENV}` values are read only by [`run`].
     pub fn validate(&self) -> Vec<(String, String)> {
-        compile(self).errors
+        let mut errors = compile(self).errors;
+        for (i, check) in self.security.iter().enumerate() {
+            errors.extend(check.validate().into_iter().map(|(path, message)| (format!("security[{i}].{path}"), message)));
+        }
+        errors
+    }
+
+    /// The HTTP check lists in the order they run.
+    pub(super) fn lists(&self) -> [(CheckKind, &Vec<CheckConfig>); 3] {
+        [(CheckKind::Health, &self.health), (CheckKind::Smoke, &self.smoke), (CheckKind::Checklist, &self.checklist)]
     }
 }

@@ -80,6 +80,7 @@ pub(super) fn judge(
     expected: &Expected,
     status: u16,
     content_type: Option<&str>,
+    headers: &reqwest::header::HeaderMap,
     body: &[u8],
 ) -> Attempt {
     let text = String::from_utf8_lossy(body);
@@ -94,6 +95,9 @@ pub(super) fn judge(
         );
     }
     let fail = |detail: String| Attempt::failed(Some(status), detail);
+    if let Some(problem) = header_mismatch(&check.expect_headers, headers) {
+        return fail(problem);
+    }
     if let Some(needle) = &expected.body {
         if !text.contains(needle.as_str()) {
             return fail(format!(
@@ -252,4 +256,20 @@ pub(super) fn first_mismatch(path: &str, expected: &Value, actual: Option<&Value
             short(scalar)
         )),
     }
+}
+
+/// Why the response's headers do not meet `expected` (name, text its value must contain), or `None`.
+pub(super) fn header_mismatch(expected: &[(HeaderName, String)], headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let mut missing = Vec::new();
+    for (name, wanted) in expected {
+        let values: Vec<String> = headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+        if values.is_empty() {
+            missing.push(format!("{name}"));
+            continue;
+        }
+        if !wanted.is_empty() && !values.iter().any(|v| v.to_ascii_lowercase().contains(&wanted.to_ascii_lowercase())) {
+            return Some(format!("response header {name} was {:?}, expected it to contain {wanted:?}", values.join(", ")));
+        }
+    }
+    (!missing.is_empty()).then(|| format!("response header{} missing: {}", if missing.len() == 1 { "" } else { "s" }, missing.join(", ")))
 }

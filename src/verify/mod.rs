@@ -42,6 +42,8 @@ pub struct Vars {
     pub env: String,
     /// Unique per run (e.g. the deployment id), so smoke data of different runs does not collide.
     pub run_id: String,
+    /// The commit the version's tag names, when known (`{sha}` in checklist items).
+    pub sha: Option<String>,
 }
 
 impl Vars {
@@ -54,7 +56,14 @@ impl Vars {
             version: version.into(),
             env: env.into(),
             run_id: run_id.into(),
+            sha: None,
         }
+    }
+
+    /// With `{sha}` known.
+    pub fn with_sha(mut self, sha: Option<String>) -> Self {
+        self.sha = sha;
+        self
     }
 
     fn get(&self, name: &str) -> Option<&str> {
@@ -62,26 +71,29 @@ impl Vars {
             "version" => Some(&self.version),
             "env" => Some(&self.env),
             "run_id" => Some(&self.run_id),
+            "sha" => self.sha.as_deref(),
             _ => None,
         }
     }
 }
 
-const BUILTINS: [&str; 3] = ["version", "env", "run_id"];
+const BUILTINS: [&str; 4] = ["version", "env", "run_id", "sha"];
 
 mod config;
 mod json_path;
 mod judge;
 mod report;
 mod runner;
+mod security;
 mod template;
 
 pub use config::{CheckConfig, VerifyConfig};
 pub use report::{CheckKind, CheckOutcome, VerifyReport};
-pub use runner::{run, run_health_only};
+pub use runner::{run, run_checklist, run_health_only, run_in, run_security};
+pub use security::SecurityConfig;
 
 #[allow(unused_imports)]
-use self::{config::*, json_path::*, judge::*, report::*, runner::*, template::*};
+use self::{config::*, json_path::*, judge::*, report::*, runner::*, security::*, template::*};
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,22 @@ use super::*;
 pub enum CheckKind {
     Health,
     Smoke,
+    /// An automatic checklist item (`[[environments.X.checklist.checks]]`).
+    Checklist,
+    /// A security check (`[[environments.X.verify.security]]`).
+    Security,
+}
+
+impl CheckKind {
+    /// The list a check's key (`smoke[2]`, `checks[0]`) names.
+    pub(super) fn key(self) -> &'static str {
+        match self {
+            CheckKind::Health => "health",
+            CheckKind::Smoke => "smoke",
+            CheckKind::Checklist => "checks",
+            CheckKind::Security => "security",
+        }
+    }
 }
 
 impl fmt::Display for CheckKind {
@@ -16,6 +32,8 @@ impl fmt::Display for CheckKind {
         f.write_str(match self {
             CheckKind::Health => "health",
             CheckKind::Smoke => "smoke",
+            CheckKind::Checklist => "checklist",
+            CheckKind::Security => "security",
         })
     }
 }

@@ -47,8 +47,42 @@ impl Redactor {
 /// Which checks a run includes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Scopes {
+    /// Health checks, smoke tests, then security checks.
     All,
     HealthOnly,
+    Checklist,
+    Security,
+}
+
+impl Scopes {
+    fn includes(self, kind: CheckKind) -> bool {
+        match self {
+            Scopes::All => matches!(kind, CheckKind::Health | CheckKind::Smoke),
+            Scopes::HealthOnly => kind == CheckKind::Health,
+            Scopes::Checklist => kind == CheckKind::Checklist,
+            Scopes::Security => false,
+        }
+    }
+}
+
+/// As [`run`], reading `${VAR}` references from `env` (the config's [`crate::secrets::Vars`]).
+#[tracing::instrument(skip_all, fields(env = %vars.env, version = %vars.version, run_id = %vars.run_id))]
+pub async fn run_in(config: &VerifyConfig, vars: &Vars, client: &reqwest::Client, env: &crate::secrets::Vars) -> VerifyReport {
+    run_selected(config, vars, client, Scopes::All, &|name| env.get(name)).await
+}
+
+/// The automatic checklist items `checks`, each run (with the retries, backoff and timeout of
+/// `settings`) whatever the others found; one outcome per item, in order.
+#[tracing::instrument(skip_all, fields(env = %vars.env, version = %vars.version))]
+pub async fn run_checklist(checks: &[CheckConfig], settings: &VerifyConfig, vars: &Vars, client: &reqwest::Client, env: &crate::secrets::Vars) -> VerifyReport {
+    let config = VerifyConfig { health: Vec::new(), smoke: Vec::new(), security: Vec::new(), checklist: checks.to_vec(), ..settings.clone() };
+    run_selected(&config, vars, client, Scopes::Checklist, &|name| env.get(name)).await
+}
+
+/// The security checks only: preflight, against what runs now.
+#[tracing::instrument(skip_all, fields(env = %vars.env, version = %vars.version))]
+pub async fn run_security(config: &VerifyConfig, vars: &Vars, client: &reqwest::Client, env: &crate::secrets::Vars) -> VerifyReport {
+    run_selected(config, vars, client, Scopes::Security, &|name| env.get(name)).await
 }
 
 /// Runs the health checks, then (if they all passed) the smoke tests in order.
@@ -89,7 +123,7 @@ pub(super) async fn run_selected(
     let selected: Vec<_> = compiled
         .checks
         .iter()
-        .filter(|(kind, _, _)| scopes == Scopes::All || *kind == CheckKind::Health)
+        .filter(|(kind, _, _)| scopes.includes(*kind))
         .collect();
 
     let mut redactor = Redactor::default();
@@ -109,6 +143,16 @@ pub(super) async fn run_selected(
                 redactor.add(value);
             }
             scope.env.insert(name.to_owned(), value);
+        }
+    }
+
+    if matches!(scopes, Scopes::All | Scopes::Security) {
+        for name in config.security.iter().flat_map(SecurityConfig::envs) {
+            let value = env(&name).filter(|value| !value.is_empty());
+            if let Some(value) = &value {
+                redactor.add(value);
+            }
+            scope.env.insert(name, value);
         }
     }
 
@@ -139,6 +183,11 @@ pub(super) async fn run_selected(
                     .map(str::to_owned);
                 if *kind == CheckKind::Smoke && health_failed {
                     skipped(check, "skipped: health checks failed".to_owned())
+                } else if missing.as_deref() == Some("sha") {
+                    skipped(
+                        check,
+                        format!("skipped: needs {{sha}}, the commit of {}, which is not known (set checklist.repo to the git repository the tag is in)", vars.version),
+                    )
                 } else if let Some(var) = missing {
                     let by = producers
                         .get(&var)
@@ -158,6 +207,26 @@ pub(super) async fn run_selected(
             }
         }
         outcomes.push(outcome);
+    }
+    if matches!(scopes, Scopes::All | Scopes::Security) && !config.security.is_empty() {
+        let health_failed = outcomes.iter().any(|o| o.kind == CheckKind::Health && !o.ok);
+        for (i, check) in config.security.iter().enumerate() {
+            let outcome = if health_failed {
+                CheckOutcome {
+                    name: check.display_name(),
+                    kind: CheckKind::Security,
+                    ok: false,
+                    skipped: true,
+                    attempts: 0,
+                    status: None,
+                    elapsed: Duration::ZERO,
+                    detail: "skipped: health checks failed".to_owned(),
+                }
+            } else {
+                run_security_check(check, i, &scope, compiled_timeout(config)).await
+            };
+            outcomes.push(CheckOutcome { detail: redactor.scrub(&outcome.detail), ..outcome });
+        }
     }
 
     let report = VerifyReport {
@@ -381,6 +450,7 @@ pub(super) async fn attempt(
     let exchange = async {
         let mut response = builder.send().await?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let content_type = response
             .headers()
             .get(CONTENT_TYPE)
@@ -401,7 +471,7 @@ pub(super) async fn attempt(
                 break;
             }
         }
-        Ok::<_, reqwest::Error>((status, content_type, body))
+        Ok::<_, reqwest::Error>((status, content_type, headers, body))
     };
     match tokio::time::timeout(check.timeout, exchange).await {
         Err(_) => Attempt::failed(
@@ -413,13 +483,18 @@ pub(super) async fn attempt(
             ),
         ),
         Ok(Err(error)) => Attempt::failed(None, describe_error(&error, &request.target)),
-        Ok(Ok((status, content_type, body))) => {
-            judge(check, expected, status, content_type.as_deref(), &body)
+        Ok(Ok((status, content_type, headers, body))) => {
+            judge(check, expected, status, content_type.as_deref(), &headers, &body)
         }
     }
 }
 
 /// A transport error in words, naming the host and port but never the URL (its query may hold a secret).
+/// The run's default timeout for one attempt (`timeout`), 10 s when it does not parse.
+fn compiled_timeout(config: &VerifyConfig) -> Duration {
+    parse_duration(&config.timeout).ok().filter(|t| !t.is_zero()).unwrap_or(Duration::from_secs(10))
+}
+
 pub(super) fn describe_error(error: &reqwest::Error, target: &str) -> String {
     let mut causes = Vec::new();
     let mut refused = false;
