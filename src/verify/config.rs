@@ -539,6 +539,28 @@ pub(super) fn compile_check(
     }
 }
 
+impl CheckConfig {
+    /// Whether any of its templates uses the placeholder `{name}`.
+    pub fn uses(&self, name: &str) -> bool {
+        fn strings<'v>(value: &'v Value, out: &mut Vec<&'v str>) {
+            match value {
+                Value::String(s) => out.push(s),
+                Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+                Value::Object(fields) => fields.values().for_each(|v| strings(v, out)),
+                _ => {}
+            }
+        }
+        let mut texts: Vec<&str> = vec![&self.url];
+        texts.extend(self.headers.values().map(String::as_str));
+        texts.extend(self.body.as_deref());
+        texts.extend(self.expect_body_contains.as_deref());
+        for value in self.json.iter().chain(self.expect_json.iter().flat_map(|m| m.values())).chain(self.expect_json_contains.iter().flat_map(|m| m.values())) {
+            strings(value, &mut texts);
+        }
+        texts.iter().filter_map(|t| Template::parse(t).ok()).any(|t| t.vars().any(|v| v == name))
+    }
+}
+
 impl VerifyConfig {
     /// Every problem with this config, as (sub-path such as `smoke[1].url`, message); empty when it is
     /// runnable. Does no I/O: `${ENV}` values are read only by [`run`].
