@@ -367,8 +367,11 @@ impl Engine {
             let reason = format!("required checklist item '{}' failed: {}", item.name, render::first_line(&item.detail));
             let record = self.new_deployment(&env, user, channel, &version, &services, args.hotfix.clone(), DeploymentState::Denied, None, 0, None);
             let d = self.store.create_deployment(&record, now.timestamp_millis()).await?;
-            if let Some(reply) = handled_before(&d) {
-                return Ok(reply);
+            // Recorded with its reason already: this event was handled before.
+            if d.error.is_some() {
+                if let Some(reply) = handled_before(&d) {
+                    return Ok(reply);
+                }
             }
             self.store.transition(d.id, &[DeploymentState::Denied], DeploymentState::Denied, &Patch { error: Some(reason.clone()), ..Patch::default() }, &user.id, now.timestamp_millis()).await?;
             if let Some(results) = &checklist {
@@ -550,7 +553,7 @@ impl Engine {
             step(format!("deploy {s}: {image}:{current} → {image}:{version}; rollback would restore {current}"), &mut lines);
         }
         if env.step_enabled("verify") {
-            step(format!("verify: {} health check(s), {} smoke test(s)", env.verify.health.len(), env.verify.smoke.len()), &mut lines);
+            step(format!("verify: {} health check(s), {} smoke test(s), {} security check(s)", env.verify.health.len(), env.verify.smoke.len(), env.verify.security.len()), &mut lines);
         }
         if let Some(m) = env.monitor.as_ref().filter(|_| env.step_enabled("monitor")) {
             step(format!("monitor: {} rule(s) for {}", m.rules.len(), m.watch), &mut lines);

@@ -46,6 +46,7 @@ pub(crate) fn router(state: StandinState) -> Router {
         .route("/actuator/prometheus", get(prometheus))
         .route("/api/actuator/prometheus", get(prometheus))
         .route("/http", get(plain_http))
+        .route("/http/", get(plain_http))
         .route("/http/{*rest}", get(plain_http))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), security))
@@ -61,7 +62,8 @@ pub(crate) fn router(state: StandinState) -> Router {
 }
 
 /// What a hardened deployment's proxy adds: security headers on every response, CORS preflights
-/// answered for [`crate::ALLOWED_ORIGIN`] only, failed logins throttled. `-insecure` does none of it.
+/// answered for [`crate::ALLOWED_ORIGIN`] only, failed logins throttled (after
+/// [`crate::LOGIN_FAILURES_ALLOWED`] in [`crate::LOGIN_WINDOW`], 429). `-insecure` does none of it.
 async fn security(State(state): State<StandinState>, request: Request, next: Next) -> Response {
     let insecure = state.behaviour().insecure;
     if request.method() == axum::http::Method::OPTIONS {
@@ -79,13 +81,14 @@ async fn security(State(state): State<StandinState>, request: Request, next: Nex
         return harden(response, insecure);
     }
     let login = request.uri().path() == "/api/auth/login";
-    if login && !insecure && state.login_throttled(Instant::now()) {
-        let mut response = spring_error(StatusCode::TOO_MANY_REQUESTS, "Too many failed login attempts", "/api/auth/login");
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return harden(response, insecure);
-    }
     let response = next.run(request).await;
-    if login && !response.status().is_success() {
+    // Failed logins are throttled (a correct password still gets in, so smoke tests never meet it).
+    if login && !insecure && !response.status().is_success() {
+        if state.login_throttled(Instant::now()) {
+            let mut response = spring_error(StatusCode::TOO_MANY_REQUESTS, "Too many failed login attempts", "/api/auth/login");
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            return harden(response, insecure);
+        }
         state.record_failed_login(Instant::now());
     }
     harden(response, insecure)
