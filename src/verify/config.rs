@@ -244,7 +244,9 @@ pub(super) fn compile(config: &VerifyConfig) -> Compiled {
             let mut problems = Vec::new();
             let compiled = compile_check(check, kind, &key, config, timeout, &mut problems);
             for name in compiled.templates().into_iter().flat_map(Template::vars) {
-                if BUILTINS.contains(&name) || captured_by.contains_key(name) {
+                // `{sha}` is known to checklist items only (from the checklist's repo).
+                let builtins = if kind == CheckKind::Checklist { &BUILTINS[..] } else { &BUILTINS[..3] };
+                if builtins.contains(&name) || captured_by.contains_key(name) {
                     continue;
                 }
                 let message = match all_captures.iter().find(|(captured, _)| captured == name) {
@@ -255,7 +257,7 @@ pub(super) fn compile(config: &VerifyConfig) -> Compiled {
                         format!("{{{name}}} is captured by {by}, which runs after this check")
                     }
                     None => {
-                        let known: Vec<&str> = BUILTINS
+                        let known: Vec<&str> = builtins
                             .iter()
                             .copied()
                             .chain(captured_by.keys().map(String::as_str))

@@ -739,3 +739,227 @@ fn a_long_body_is_cut_to_one_line_of_200_characters() {
     assert_eq!(cut.chars().count(), SNIPPET_CHARS + 1);
     assert_eq!(snippet("  "), "(empty)");
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// expect_headers and security checks
+
+fn secrets() -> crate::secrets::Vars {
+    crate::secrets::Vars::from_pairs([("API_TOKEN", "tok-4f1b9c")])
+}
+
+#[tokio::test]
+async fn expect_headers_name_a_missing_header_and_a_value_that_does_not_match() {
+    let secure = standin("v1.0.0").await;
+    let insecure = standin("v1.0.0-insecure").await;
+    let config = |base: &str| {
+        parse(&format!(
+            r#"
+retries = 0
+[[health]]
+name = "headers"
+url = "{base}/api/actuator/health"
+expect_headers = {{ X-Content-Type-Options = "nosniff", Strict-Transport-Security = "max-age=" }}
+[[health]]
+name = "frame options"
+url = "{base}/api/actuator/health"
+expect_headers = {{ X-Frame-Options = "sameorigin" }}
+"#,
+            base = base.trim_end_matches('/')
+        ))
+    };
+    let report = run_in(&config(&secure.url("")), &vars(), &client(), &secrets()).await;
+    assert!(report.checks[0].ok, "{}", report.details());
+    assert_eq!(report.checks[1].detail, "response header x-frame-options was \"DENY\", expected it to contain \"sameorigin\"");
+    let report = run_in(&config(&insecure.url("")), &vars(), &client(), &secrets()).await;
+    assert_eq!(report.checks[0].detail, "response headers missing: strict-transport-security, x-content-type-options");
+}
+
+#[tokio::test]
+async fn security_checks_pass_on_a_hardened_app_and_each_names_its_finding_on_an_insecure_one() {
+    let config = |base: &str| {
+        parse(&format!(
+            r#"
+[[security]]
+kind = "headers"
+url = "{base}/"
+require = ["Strict-Transport-Security", "Content-Security-Policy"]
+headers = {{ Authorization = "Bearer ${{API_TOKEN}}" }}
+[[security]]
+kind = "cors"
+url = "{base}/api/customers"
+disallowed_origin = "https://evil.example"
+[[security]]
+kind = "auth_required"
+url = "{base}/api/customers"
+[[security]]
+kind = "rate_limit"
+method = "POST"
+url = "{base}/api/auth/login"
+requests = 20
+[[security]]
+kind = "https_redirect"
+url = "{base}/http/login"
+"#
+        ))
+    };
+    let secure = standin("v1.0.0").await;
+    let report = run_security(&config(secure.url("").trim_end_matches('/')), &vars(), &client(), &secrets()).await;
+    assert!(report.ok, "{}", report.details());
+    let details: Vec<&str> = report.checks.iter().map(|c| c.detail.as_str()).collect();
+    assert_eq!(details[0], "Strict-Transport-Security, Content-Security-Policy present");
+    assert_eq!(details[1], "a CORS preflight from https://evil.example was refused (status 403, no Access-Control-Allow-Origin)");
+    assert_eq!(details[2], "401 without credentials");
+    assert_eq!(details[3], "429 after 11 of 20 requests");
+    assert_eq!(details[4], format!("308 to https://{}/login", secure.addr));
+
+    let insecure = standin("v1.0.0-insecure").await;
+    let report = run_security(&config(insecure.url("").trim_end_matches('/')), &vars(), &client(), &secrets()).await;
+    assert!(report.checks.iter().all(|c| !c.ok && c.kind == CheckKind::Security), "{}", report.details());
+    let details: Vec<&str> = report.checks.iter().map(|c| c.detail.as_str()).collect();
+    assert_eq!(details[0], "response headers missing: strict-transport-security, content-security-policy");
+    assert_eq!(details[1], "a CORS preflight from https://evil.example was allowed (status 204, Access-Control-Allow-Origin: *)");
+    assert!(details[2].starts_with("GET answered 200 without credentials, expected 401 or 403 — body: ["), "{}", details[2]);
+    assert!(details[3].starts_with("none of 20 requests in ") && details[3].ends_with("was answered 429 (400 ×20): no rate limit observed"), "{}", details[3]);
+    assert_eq!(details[4], "answered 200 over plain HTTP instead of redirecting to https://");
+    assert!(report.summary().starts_with("security check 'headers http://127.0.0.1:"), "{}", report.summary());
+}
+
+#[tokio::test]
+async fn a_security_check_against_nothing_is_one_line_and_an_unset_variable_is_named() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = parse(&format!(
+        r#"
+[[security]]
+kind = "auth_required"
+url = "http://127.0.0.1:{port}/api/customers"
+[[security]]
+kind = "headers"
+url = "http://127.0.0.1:{port}/"
+require = ["Strict-Transport-Security"]
+headers = {{ X-Api-Key = "${{DEPLOYBOT_TEST_UNSET_KEY}}" }}
+"#
+    ));
+    let report = run_security(&config, &vars(), &client(), &secrets()).await;
+    assert_eq!(report.checks[0].detail, format!("connection refused by 127.0.0.1:{port}"));
+    assert_eq!(report.checks[1].detail, "environment variable DEPLOYBOT_TEST_UNSET_KEY is not set");
+}
+
+#[test]
+fn security_entries_are_validated_with_their_paths() {
+    let config = parse(
+        r#"
+[[security]]
+kind = "tsl"
+url = "https://api.example/"
+[[security]]
+kind = "image_scan"
+[[security]]
+kind = "headers"
+url = "https://api.example/"
+min_days = 3
+[[security]]
+kind = "rate_limit"
+url = "https://api.example/login"
+requests = 0
+[[security]]
+kind = "https_redirect"
+url = "https://api.example/"
+"#,
+    );
+    let problems = config.validate();
+    let expected = [
+        ("security[0].kind", "unknown security check kind \"tsl\" (one of tls, https_redirect, headers, cors, auth_required, rate_limit)"),
+        ("security[1].kind", "image_scan (ECR scan findings) is not supported by this build yet; remove the entry"),
+        ("security[2].min_days", "only means something with kind = \"tls\""),
+        ("security[2].require", "list the headers the response must have, e.g. [\"Strict-Transport-Security\"]"),
+        ("security[3].requests", "must be from 1 to 1000"),
+        ("security[4].url", "an https_redirect check needs the http:// URL that should redirect, not https:"),
+    ];
+    for (path, message) in expected {
+        assert!(problems.iter().any(|(p, m)| p == path && m == message), "lacks {path}: {message} in {problems:?}");
+    }
+    assert_eq!(problems.len(), expected.len(), "{problems:?}");
+}
+
+/// A TLS listener on 127.0.0.1 presenting `chain` (leaf first), answering every request with 200.
+async fn tls_server(chain: Vec<rustls::pki_types::CertificateDer<'static>>, key: Vec<u8>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()))
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A failed handshake (the client refusing the certificate) just ends the connection.
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut buffer = [0u8; 4096];
+                let _ = tls.read(&mut buffer).await;
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// A test CA (its PEM) and a leaf for `host` valid until `days` from today (negative: expired).
+fn certificates(host: &str, days: i64) -> (String, rustls::pki_types::CertificateDer<'static>, rustls::pki_types::CertificateDer<'static>, Vec<u8>) {
+    use chrono::Datelike;
+    let ymd = |offset: i64| {
+        let d = chrono::Utc::now().date_naive() + chrono::Duration::days(offset);
+        rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8)
+    };
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "deploybot test CA");
+    ca.not_before = ymd(-400);
+    ca.not_after = ymd(800);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
+    leaf.not_before = ymd(-365);
+    leaf.not_after = ymd(days);
+    let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), leaf.der().clone(), ca.der().clone(), key.serialize_der())
+}
+
+#[tokio::test]
+async fn tls_checks_see_a_valid_an_expiring_an_expired_and_a_wrong_host_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cases = Vec::new();
+    for (host, days) in [("localhost", 365), ("localhost", 3), ("localhost", -2), ("wrong.example", 365)] {
+        let (ca_pem, leaf, ca, key) = certificates(host, days);
+        let ca_file = dir.path().join(format!("ca-{}.pem", cases.len()));
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        let port = tls_server(vec![leaf.clone(), ca], key).await;
+        assert_eq!(
+            certificate_not_after(&leaf).map(|t| t.date_naive()),
+            Some(chrono::Utc::now().date_naive() + chrono::Duration::days(days)),
+            "notAfter read from the DER"
+        );
+        cases.push((port, ca_file));
+    }
+    let entries: String = cases
+        .iter()
+        .map(|(port, ca_file)| format!("[[security]]\nkind = \"tls\"\nurl = \"https://localhost:{port}/\"\nmin_days = 14\nca_file = \"{}\"\n", ca_file.display()))
+        .collect();
+    // The first server again, without its CA: a private CA nobody trusts.
+    let untrusted = format!("[[security]]\nkind = \"tls\"\nurl = \"https://localhost:{}/\"\n", cases[0].0);
+    let config = parse(&format!("{entries}{untrusted}"));
+    let report = run_security(&config, &vars(), &client(), &secrets()).await;
+    let details: Vec<(bool, &str)> = report.checks.iter().map(|c| (c.ok, c.detail.as_str())).collect();
+    assert!(details[0].0 && details[0].1.starts_with("the certificate of localhost is valid until "), "{details:?}");
+    assert!(!details[1].0 && details[1].1.starts_with("the certificate of localhost expires ") && details[1].1.ends_with("within min_days 14"), "{details:?}");
+    assert_eq!(details[2], (false, format!("the certificate of localhost:{} has expired", cases[2].0).as_str()));
+    assert_eq!(details[3], (false, format!("the certificate of localhost:{} is not valid for localhost", cases[3].0).as_str()));
+    assert_eq!(details[4], (false, format!("the certificate of localhost:{} is not signed by a trusted CA (set ca_file for a private CA)", cases[0].0).as_str()));
+}
