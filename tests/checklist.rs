@@ -398,7 +398,7 @@ url = "https://api.example/"
 kind = "tls"
 url = "http://api.example/"
 "#;
-    let problems: Vec<String> = deploybot::config::Config::parse(text).err().expect("refused").iter().map(|p| p.to_string()).collect();
+    let problems: Vec<String> = deploybot::config::Config::parse(text).expect_err("refused").iter().map(|p| p.to_string()).collect();
     let all = problems.join("\n");
     for (path, message) in [
         ("environments.staging.checklist.checks[0] ", "unknown placeholder {tag} (known here: version, env, run_id, sha)"),

@@ -620,12 +620,11 @@ impl Engine {
     pub(crate) async fn post_approval(&self, id: i64) -> Result<()> {
         let d = self.store.deployment(id).await?.context("deployment vanished")?;
         let tally = self.tally(&d).await?;
-        let checked = self.store.steps(id).await?.into_iter().filter(|s| s.name == "checklist").last().and_then(|s| s.detail);
+        let checked = self.store.steps(id).await?.into_iter().rfind(|s| s.name == "checklist").and_then(|s| s.detail);
         let text = render::approval(
             &d,
             &tally.render(),
-            checked.as_deref(),
-            &self.manual_checklist(&d),
+            render::Checklist { checked: checked.as_deref(), manual: &self.manual_checklist(&d) },
             &self.config.reactions.approve,
             &self.config.reactions.reject,
             d.approval_expires_at.map(from_millis),

@@ -110,8 +110,15 @@ pub fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or_default()
 }
 
-/// The approval request: what, who asked, the manual checklist, the votes.
-pub fn approval(d: &Deployment, votes: &str, checked: Option<&str>, manual_checklist: &[String], approve: &str, reject: &str, expires: Option<DateTime<Utc>>, tz: Tz) -> String {
+/// What the approval message lists: the bot's checklist lines (one per item) and the manual items.
+pub struct Checklist<'a> {
+    pub checked: Option<&'a str>,
+    pub manual: &'a [String],
+}
+
+/// The approval request: what, who asked, the checklist, the votes.
+pub fn approval(d: &Deployment, votes: &str, checklist: Checklist<'_>, approve: &str, reject: &str, expires: Option<DateTime<Utc>>, tz: Tz) -> String {
+    let Checklist { checked, manual: manual_checklist } = checklist;
     let mut out = format!(
         "🔐 *Approval needed for {} {} → {}* (requested by {})",
         d.short_id(),
