@@ -6,6 +6,14 @@
 
 mod support;
 
+#[path = "support/services.rs"]
+#[allow(dead_code)]
+mod services;
+
+#[path = "support/prom.rs"]
+#[allow(dead_code)]
+mod prom;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -442,4 +450,68 @@ json = { password = "${DEPLOYBOT_TEST_SURELY_UNSET_SMOKE_PASSWORD}" }
     let out = run(&["check-config", "--env", "nowhere"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown environment \"nowhere\""));
+}
+
+/// The built-in items against real services: moto's S3 (a bucket that exists and one that does
+/// not) and a real Prometheus (a query with data, one without, and a Prometheus that is not there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_items_check_the_backup_destination_and_monitoring_against_real_services() {
+    let Some(moto) = services::moto() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(prometheus) = prom::prometheus(dir.path(), &[], None, None).await else { return };
+    let bucket = services::bucket(&moto).await;
+    let closed = free_port();
+    let env = |name: &str, bucket: &str, prometheus: &str| {
+        format!(
+            r#"
+[environments.{name}]
+channel = "C0{name}"
+target = {{ kind = "command", deploy = ["true"] }}
+
+[environments.{name}.backup]
+database_url = "${{DEPLOYBOT_TEST_BACKUP_DB}}"
+s3 = "s3://{bucket}/invoiceme/"
+s3_endpoint_url = "{moto}"
+
+[environments.{name}.monitor]
+prometheus_url = "{prometheus}"
+
+[[environments.{name}.monitor.rules]]
+name = "always one"
+query = "vector(1)"
+above = 2
+
+[[environments.{name}.monitor.rules]]
+name = "error rate"
+query = "sum(rate(deploybot_test_no_such_metric_total[5m]))"
+above = 0.01
+
+[environments.{name}.checklist]
+monitoring = "required"
+backup = "required"
+"#
+        )
+    };
+    let text = format!(
+        "[bot]\ndatabase_url = \"sqlite::memory:\"\n[chat]\nplatform = \"console\"\n[services.backend]\nimage = \"x/backend\"\n{}{}",
+        env("staging", &bucket, &prometheus.url),
+        env("production", "no-such-bucket-deploybot", &format!("http://127.0.0.1:{closed}"))
+    );
+    let mut config = parse_config(&text);
+    config.vars = deploybot::secrets::Vars::from_pairs(services::MOTO_KEYS.into_iter().chain([("DEPLOYBOT_TEST_BACKUP_DB", "postgres://db.invalid/app")]));
+    let http = reqwest::Client::new();
+    let of = |name: &str| config.environments.values().find(|e| e.name.as_str() == name).unwrap().clone();
+
+    let staging = deploybot::checklist::evaluate(&of("staging"), &config.vars, &http, "v1.0.0").await;
+    let lines = staging.lines();
+    assert!(lines.contains(&format!("✅ backup destination writable — s3://{bucket}/invoiceme/ is writable")), "{lines}");
+    assert!(services::object(&moto, &bucket, "invoiceme/.deploybot-write-check").await.is_none(), "the test object is deleted again");
+    assert!(lines.contains("❌ monitoring configured — rule 'error rate': no data: the query returned no sample"), "{lines}");
+    assert_eq!(staging.refusal().map(|i| i.name.as_str()), Some("monitoring configured"));
+
+    let production = deploybot::checklist::evaluate(&of("production"), &config.vars, &http, "v1.0.0").await;
+    let lines = production.lines();
+    assert!(lines.contains("❌ backup destination writable — cannot write a test object to s3://no-such-bucket-deploybot/invoiceme/.deploybot-write-check: "), "{lines}");
+    assert!(lines.contains("NoSuchBucket"), "{lines}");
+    assert!(lines.contains(&format!("❌ monitoring configured — rule 'always one': Prometheus is unreachable at http://127.0.0.1:{closed}")), "{lines}");
 }
