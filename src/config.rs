@@ -66,6 +66,10 @@ pub struct BotConfig {
     /// Where the Markdown history file is written, if anywhere.
     #[serde(default)]
     pub history_file: Option<String>,
+    /// A PEM file of a private CA every HTTP check (health, smoke, checklist, security) trusts
+    /// besides the public roots, unless the check names its own `ca_file`.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 impl Default for BotConfig {
@@ -76,6 +80,7 @@ impl Default for BotConfig {
             timezone: default_timezone(),
             log_format: default_log_format(),
             history_file: None,
+            ca_file: None,
         }
     }
 }
@@ -715,7 +720,12 @@ impl Validator {
         }
 
         let services = self.services(services_raw);
-        let environments = self.environments(envs_raw, &services);
+        let mut environments = self.environments(envs_raw, &services);
+        if let (Some(ca_file), Some(envs)) = (&bot.ca_file, environments.as_mut()) {
+            for env in envs.values_mut() {
+                env.verify.default_ca_file = Some(ca_file.clone());
+            }
+        }
         Some(Config {
             bot,
             bot_timezone: bot_timezone?,

@@ -22,6 +22,9 @@ pub struct VerifyConfig {
     /// checklist, never read from this table: they share its retries, backoff and timeout.
     #[serde(skip)]
     pub checklist: Vec<CheckConfig>,
+    /// `[bot] ca_file`: the private CA of every check that names none.
+    #[serde(skip)]
+    pub default_ca_file: Option<String>,
     /// Retries after a failed first attempt (so `3` means up to 4 attempts).
     #[serde(default = "default_retries")]
     pub retries: u32,
@@ -42,6 +45,7 @@ impl Default for VerifyConfig {
             smoke: Vec::new(),
             security: Vec::new(),
             checklist: Vec::new(),
+            default_ca_file: None,
             retries: default_retries(),
             backoff: default_backoff(),
             max_backoff: default_max_backoff(),
@@ -116,6 +120,9 @@ pub struct CheckConfig {
     /// Checklist items only: a failure refuses the deployment (`true`, the default) or is only shown.
     #[serde(default)]
     pub required: Option<bool>,
+    /// A PEM file of a private CA to trust besides the public roots (overrides `[bot] ca_file`).
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 /// The values of the built-in placeholders for one run.
@@ -152,6 +159,7 @@ pub(super) struct Check {
     pub(super) expect_body: Option<Template>,
     pub(super) captures: Vec<(String, JsonPath)>,
     pub(super) expect_headers: Vec<(HeaderName, String)>,
+    pub(super) ca_file: Option<String>,
     pub(super) retries: u32,
     pub(super) timeout: Duration,
 }
@@ -517,6 +525,9 @@ pub(super) fn compile_check(
             Err(_) => problem(&format!("expect_headers.{name}"), format!("{name:?} is not a valid header name")),
         }
     }
+    if check.ca_file.as_deref().is_some_and(|f| f.trim().is_empty()) {
+        problem("ca_file", "must not be empty".to_owned());
+    }
     if check.required.is_some() && kind != CheckKind::Checklist {
         problem("required", "only means something on a checklist item ([[environments.X.checklist.checks]])".to_owned());
     }
@@ -536,6 +547,7 @@ pub(super) fn compile_check(
         expect_body,
         captures,
         expect_headers,
+        ca_file: check.ca_file.clone().or_else(|| config.default_ca_file.clone()),
         retries,
         timeout,
     }

@@ -223,7 +223,7 @@ pub(super) async fn run_selected(
                     detail: "skipped: health checks failed".to_owned(),
                 }
             } else {
-                run_security_check(check, i, &scope, compiled_timeout(config)).await
+                run_security_check(check, i, &scope, compiled_timeout(config), config.default_ca_file.as_deref()).await
             };
             outcomes.push(CheckOutcome { detail: redactor.scrub(&outcome.detail), ..outcome });
         }
@@ -330,6 +330,18 @@ pub(super) async fn run_check(
         Err(missing) => return outcome(false, 0, None, redactor.scrub(&missing.to_string())),
     };
 
+    // A check that trusts a private CA gets a client of its own.
+    let own_client;
+    let client = match &check.ca_file {
+        None => client,
+        Some(file) => match client_trusting(file, reqwest::Client::builder().user_agent("deploybot")) {
+            Ok(c) => {
+                own_client = c;
+                &own_client
+            }
+            Err(detail) => return outcome(false, 0, None, detail),
+        },
+    };
     let attempts = check.retries.saturating_add(1);
     let mut last = Attempt::failed(None, String::new());
     for number in 1..=attempts {
@@ -490,6 +502,19 @@ pub(super) async fn attempt(
 }
 
 /// A transport error in words, naming the host and port but never the URL (its query may hold a secret).
+/// A client from `builder` that also trusts the CA certificates in the PEM file `file`.
+pub(super) fn client_trusting(file: &str, mut builder: reqwest::ClientBuilder) -> Result<reqwest::Client, String> {
+    let pem = std::fs::read(file).map_err(|e| format!("cannot read ca_file {file}: {e}"))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("ca_file {file} holds no usable PEM certificate ({e})"))?;
+    if certificates.is_empty() {
+        return Err(format!("ca_file {file} holds no PEM certificate"));
+    }
+    for certificate in certificates {
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder.build().map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
 /// The run's default timeout for one attempt (`timeout`), 10 s when it does not parse.
 fn compiled_timeout(config: &VerifyConfig) -> Duration {
     parse_duration(&config.timeout).ok().filter(|t| !t.is_zero()).unwrap_or(Duration::from_secs(10))

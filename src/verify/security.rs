@@ -48,7 +48,7 @@ pub struct SecurityConfig {
     /// Extra request headers (templates).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// A PEM file of a private CA to trust besides the public roots.
+    /// A PEM file of a private CA to trust besides the public roots (overrides `[bot] ca_file`).
     #[serde(default)]
     pub ca_file: Option<String>,
     /// Limit for one request; default the verify table's `timeout`.
@@ -174,7 +174,7 @@ impl SecurityConfig {
 }
 
 /// Runs one security check; never panics, every failure is one line.
-pub(super) async fn run_security_check(check: &SecurityConfig, index: usize, scope: &Scope<'_>, default_timeout: Duration) -> CheckOutcome {
+pub(super) async fn run_security_check(check: &SecurityConfig, index: usize, scope: &Scope<'_>, default_timeout: Duration, default_ca_file: Option<&str>) -> CheckOutcome {
     let started = Instant::now();
     let outcome = |ok: bool, attempts: u32, status: Option<u16>, detail: String| CheckOutcome {
         name: check.display_name(),
@@ -191,7 +191,7 @@ pub(super) async fn run_security_check(check: &SecurityConfig, index: usize, sco
         let text: Vec<String> = problems.iter().map(|(field, message)| format!("security[{index}].{field}: {message}")).collect();
         return outcome(false, 0, None, format!("invalid configuration: {}", text.join("; ")));
     }
-    match run_kind(check, scope, default_timeout).await {
+    match run_kind(check, scope, default_timeout, check.ca_file.as_deref().or(default_ca_file)).await {
         Ok((attempts, status, detail)) => outcome(true, attempts, status, detail),
         Err((attempts, status, detail)) => outcome(false, attempts, status, detail),
     }
@@ -199,7 +199,7 @@ pub(super) async fn run_security_check(check: &SecurityConfig, index: usize, sco
 
 type Found = (u32, Option<u16>, String);
 
-async fn run_kind(check: &SecurityConfig, scope: &Scope<'_>, default_timeout: Duration) -> Result<Found, Found> {
+async fn run_kind(check: &SecurityConfig, scope: &Scope<'_>, default_timeout: Duration, ca_file: Option<&str>) -> Result<Found, Found> {
     let fail = |detail: String| (0u32, None, detail);
     let render = |text: &str| -> Result<String, Found> {
         let template = Template::parse(text).map_err(fail)?;
@@ -213,18 +213,11 @@ async fn run_kind(check: &SecurityConfig, scope: &Scope<'_>, default_timeout: Du
         None => host.clone(),
     };
     let timeout = check.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(default_timeout);
-    let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(timeout).tls_info(true);
-    if let Some(file) = &check.ca_file {
-        let pem = std::fs::read(file).map_err(|e| fail(format!("cannot read ca_file {file}: {e}")))?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(format!("ca_file {file} holds no usable PEM certificate ({e})")))?;
-        if certificates.is_empty() {
-            return Err(fail(format!("ca_file {file} holds no PEM certificate")));
-        }
-        for certificate in certificates {
-            builder = builder.add_root_certificate(certificate);
-        }
-    }
-    let client = builder.build().map_err(|e| fail(format!("cannot build an HTTP client: {e}")))?;
+    let builder = reqwest::Client::builder().user_agent("deploybot").redirect(reqwest::redirect::Policy::none()).timeout(timeout).tls_info(true);
+    let client = match ca_file {
+        Some(file) => client_trusting(file, builder).map_err(fail)?,
+        None => builder.build().map_err(|e| fail(format!("cannot build an HTTP client: {e}")))?,
+    };
     let method = check
         .method
         .as_deref()

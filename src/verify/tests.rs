@@ -963,3 +963,35 @@ async fn tls_checks_see_a_valid_an_expiring_an_expired_and_a_wrong_host_certific
     assert_eq!(details[3], (false, format!("the certificate of localhost:{} is not valid for localhost", cases[3].0).as_str()));
     assert_eq!(details[4], (false, format!("the certificate of localhost:{} is not signed by a trusted CA (set ca_file for a private CA)", cases[0].0).as_str()));
 }
+
+#[tokio::test]
+async fn http_checks_trust_a_private_ca_from_their_ca_file_or_the_bots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, leaf, ca, key) = certificates("localhost", 365);
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let port = tls_server(vec![leaf, ca], key).await;
+    let check = |extra: &str| format!("[[health]]\nname = \"tls health\"\nurl = \"https://localhost:{port}/\"\nexpect_body_contains = \"ok\"\n{extra}\n");
+    let config = parse(&format!("retries = 0\n{}", check(&format!("ca_file = \"{}\"", ca_file.display()))));
+    let report = run_in(&config, &vars(), &client(), &secrets()).await;
+    assert!(report.ok, "{}", report.details());
+
+    let mut config = parse(&format!("retries = 0\n{}", check("")));
+    let report = run_in(&config, &vars(), &client(), &secrets()).await;
+    assert!(report.checks[0].detail.starts_with(&format!("TLS error talking to localhost:{port}: ")), "{}", report.details());
+    // `[bot] ca_file` reaches every environment's checks as their default.
+    let parsed = crate::config::Config::parse(&format!(
+        "[bot]\ndatabase_url = \"sqlite::memory:\"\nca_file = \"{}\"\n[chat]\nplatform = \"console\"\n[services.backend]\nimage = \"x/backend\"\n[environments.staging]\nchannel = \"C0STAGING\"\ntarget = {{ kind = \"command\", deploy = [\"true\"] }}\n",
+        ca_file.display()
+    ))
+    .unwrap_or_else(|p| panic!("{p:?}"));
+    let staging = parsed.environments.values().next().unwrap();
+    assert_eq!(staging.verify.default_ca_file.as_deref(), Some(ca_file.to_str().unwrap()));
+    config.default_ca_file = staging.verify.default_ca_file.clone();
+    let report = run_in(&config, &vars(), &client(), &secrets()).await;
+    assert!(report.ok, "{}", report.details());
+
+    let config = parse(&format!("retries = 0\n{}", check("ca_file = \"/nonexistent/ca.pem\"")));
+    let report = run_in(&config, &vars(), &client(), &secrets()).await;
+    assert!(report.checks[0].detail.starts_with("cannot read ca_file /nonexistent/ca.pem: "), "{}", report.details());
+}
