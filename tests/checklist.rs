@@ -7,11 +7,9 @@
 mod support;
 
 #[path = "support/services.rs"]
-#[allow(dead_code)]
 mod services;
 
 #[path = "support/prom.rs"]
-#[allow(dead_code)]
 mod prom;
 
 use std::path::{Path, PathBuf};
