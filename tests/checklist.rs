@@ -513,3 +513,80 @@ backup = "required"
     assert!(lines.contains("NoSuchBucket"), "{lines}");
     assert!(lines.contains(&format!("❌ monitoring configured — rule 'always one': Prometheus is unreachable at http://127.0.0.1:{closed}")), "{lines}");
 }
+
+/// `image_scan` reads ECR's scan findings through the AWS SDK, here from moto: an image with only
+/// low findings, one with moto's default HIGH finding, and one never scanned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_scan_reads_the_findings_from_ecr() {
+    let Some(moto) = services::moto() else { return };
+    let repository = services::unique("invoice-me-backend");
+    let credentials = aws_sdk_ecr::config::Credentials::new("testing", "testing", None, None, "test");
+    let conf = aws_sdk_ecr::config::Builder::new()
+        .behavior_version(aws_sdk_ecr::config::BehaviorVersion::latest())
+        .region(aws_sdk_ecr::config::Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .endpoint_url(&moto)
+        .build();
+    let ecr = aws_sdk_ecr::Client::from_conf(conf);
+    ecr.create_repository().repository_name(&repository).send().await.unwrap();
+    for (i, tag) in ["v1.0.0", "v1.1.0", "v1.2.0"].into_iter().enumerate() {
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": { "mediaType": "application/vnd.docker.container.image.v1+json", "size": 7, "digest": format!("sha256:{}", format!("{i}").repeat(64)) },
+            "layers": []
+        });
+        ecr.put_image().repository_name(&repository).image_tag(tag).image_manifest(manifest.to_string()).send().await.unwrap();
+        if tag != "v1.2.0" {
+            ecr.start_image_scan().repository_name(&repository).image_id(aws_sdk_ecr::types::ImageIdentifier::builder().image_tag(tag).build()).send().await.unwrap();
+        }
+    }
+    // v1.0.0's scan found two low findings only (moto's API for configuring a scan's result).
+    let low = serde_json::json!({
+        "results": [{
+            "registryId": "123456789012",
+            "repositoryName": repository,
+            "imageId": { "imageTag": "v1.0.0" },
+            "imageScanStatus": { "status": "COMPLETE", "description": "The scan was completed successfully." },
+            "imageScanFindings": { "findings": [], "findingSeverityCounts": { "LOW": 2 } }
+        }],
+        "region": "us-east-1"
+    });
+    let answer = reqwest::Client::new().post(format!("{moto}/moto-api/static/ecr/scan-finding-results")).json(&low).send().await.unwrap();
+    assert!(answer.status().is_success(), "moto took the scan result: {}", answer.status());
+
+    let config: deploybot::verify::VerifyConfig = toml::from_str(&format!(
+        r#"
+[[security]]
+kind = "image_scan"
+repository = "{repository}"
+endpoint_url = "{moto}"
+[[security]]
+kind = "image_scan"
+repository = "{repository}"
+severity = "CRITICAL"
+endpoint_url = "{moto}"
+"#
+    ))
+    .unwrap();
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    let keys = deploybot::secrets::Vars::from_pairs(services::MOTO_KEYS);
+    let http = reqwest::Client::new();
+    let scan = |version: &'static str| {
+        let (config, keys, http) = (config.clone(), keys.clone(), http.clone());
+        async move { deploybot::verify::run_security(&config, &deploybot::verify::Vars::new(version, "production", "test"), &http, &keys).await }
+    };
+    let report = scan("v1.0.0").await;
+    assert!(report.ok, "{}", report.details());
+    assert_eq!(report.checks[0].detail, format!("no findings at or above HIGH in {repository}:v1.0.0 (findings: LOW 2)"));
+
+    let report = scan("v1.1.0").await;
+    assert_eq!(report.checks[0].detail, format!("1 finding at or above HIGH in {repository}:v1.1.0 (HIGH 1): CVE-9999-9999"));
+    assert!(!report.checks[0].ok);
+    assert!(report.checks[1].ok, "a HIGH finding is under CRITICAL: {}", report.details());
+
+    let report = scan("v1.2.0").await;
+    assert_eq!(report.checks[0].detail, format!("{repository}:v1.2.0 has no scan findings: it was never scanned (turn on scan on push, or `aws ecr start-image-scan`)"));
+    let report = scan("v9.9.9").await;
+    assert_eq!(report.checks[0].detail, format!("{repository}:v9.9.9 is not in ECR"));
+}

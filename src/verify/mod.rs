@@ -80,6 +80,7 @@ impl Vars {
 const BUILTINS: [&str; 4] = ["version", "env", "run_id", "sha"];
 
 mod config;
+mod ecr_scan;
 mod json_path;
 mod judge;
 mod report;

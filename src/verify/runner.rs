@@ -11,6 +11,8 @@ pub(super) struct Scope<'a> {
     pub(super) vars: &'a Vars,
     pub(super) env: HashMap<String, Option<String>>,
     pub(super) captured: HashMap<String, String>,
+    /// Where AWS keys given explicitly are read (the `image_scan` check).
+    pub(super) aws: &'a crate::secrets::Vars,
 }
 
 /// Masks secret values in text.
@@ -68,7 +70,7 @@ impl Scopes {
 /// As [`run`], reading `${VAR}` references from `env` (the config's [`crate::secrets::Vars`]).
 #[tracing::instrument(skip_all, fields(env = %vars.env, version = %vars.version, run_id = %vars.run_id))]
 pub async fn run_in(config: &VerifyConfig, vars: &Vars, client: &reqwest::Client, env: &crate::secrets::Vars) -> VerifyReport {
-    run_selected(config, vars, client, Scopes::All, &|name| env.get(name)).await
+    run_selected(config, vars, client, Scopes::All, &|name| env.get(name), env).await
 }
 
 /// The automatic checklist items `checks`, each run (with the retries, backoff and timeout of
@@ -76,13 +78,13 @@ pub async fn run_in(config: &VerifyConfig, vars: &Vars, client: &reqwest::Client
 #[tracing::instrument(skip_all, fields(env = %vars.env, version = %vars.version))]
 pub async fn run_checklist(checks: &[CheckConfig], settings: &VerifyConfig, vars: &Vars, client: &reqwest::Client, env: &crate::secrets::Vars) -> VerifyReport {
     let config = VerifyConfig { health: Vec::new(), smoke: Vec::new(), security: Vec::new(), checklist: checks.to_vec(), ..settings.clone() };
-    run_selected(&config, vars, client, Scopes::Checklist, &|name| env.get(name)).await
+    run_selected(&config, vars, client, Scopes::Checklist, &|name| env.get(name), env).await
 }
 
 /// The security checks only: preflight, against what runs now.
 #[tracing::instrument(skip_all, fields(env = %vars.env, version = %vars.version))]
 pub async fn run_security(config: &VerifyConfig, vars: &Vars, client: &reqwest::Client, env: &crate::secrets::Vars) -> VerifyReport {
-    run_selected(config, vars, client, Scopes::Security, &|name| env.get(name)).await
+    run_selected(config, vars, client, Scopes::Security, &|name| env.get(name), env).await
 }
 
 /// Runs the health checks, then (if they all passed) the smoke tests in order.
@@ -90,7 +92,7 @@ pub async fn run_security(config: &VerifyConfig, vars: &Vars, client: &reqwest::
 pub async fn run(config: &VerifyConfig, vars: &Vars, client: &reqwest::Client) -> VerifyReport {
     run_selected(config, vars, client, Scopes::All, &|name| {
         std::env::var(name).ok()
-    })
+    }, &crate::secrets::Vars::process())
     .await
 }
 
@@ -103,7 +105,7 @@ pub async fn run_health_only(
 ) -> VerifyReport {
     run_selected(config, vars, client, Scopes::HealthOnly, &|name| {
         std::env::var(name).ok()
-    })
+    }, &crate::secrets::Vars::process())
     .await
 }
 
@@ -113,6 +115,7 @@ pub(super) async fn run_selected(
     client: &reqwest::Client,
     scopes: Scopes,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
+    aws: &crate::secrets::Vars,
 ) -> VerifyReport {
     let started = Instant::now();
     let compiled = compile(config);
@@ -131,6 +134,7 @@ pub(super) async fn run_selected(
         vars,
         env: HashMap::new(),
         captured: HashMap::new(),
+        aws,
     };
     for (_, _, check) in &selected {
         for name in check

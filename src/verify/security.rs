@@ -8,7 +8,8 @@
 //! - `headers`: every header in `require` is in the response;
 //! - `cors`: a CORS preflight from `disallowed_origin` is not allowed;
 //! - `auth_required`: a request without credentials gets 401 or 403;
-//! - `rate_limit`: of `requests` quick requests, at least one gets 429.
+//! - `rate_limit`: of `requests` quick requests, at least one gets 429;
+//! - `image_scan`: the ECR scan of `repository`:`tag` has no finding at or above `severity`.
 //!
 //! URLs and header values are templates like the HTTP checks' (`{version}`, `{env}`, `${VAR}`).
 
@@ -54,6 +55,21 @@ pub struct SecurityConfig {
     /// Limit for one request; default the verify table's `timeout`.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// `image_scan`: the ECR repository (`invoice-me-backend`).
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// `image_scan`: the image tag, a template (default `{version}`).
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// `image_scan`: findings at this severity or above fail (`CRITICAL`, `HIGH` (default), `MEDIUM`, `LOW`, `INFORMATIONAL`).
+    #[serde(default)]
+    pub severity: Option<String>,
+    /// `image_scan`: the AWS region (default `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `image_scan`: another ECR endpoint (emulators and tests).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
 }
 
 impl SecurityConfig {
@@ -61,6 +77,7 @@ impl SecurityConfig {
     pub fn display_name(&self) -> String {
         match &self.name {
             Some(name) => name.clone(),
+            None if self.kind == "image_scan" => format!("image_scan {}:{}", self.repository.as_deref().unwrap_or_default(), self.tag.as_deref().unwrap_or("{version}")),
             None => format!("{} {}", self.kind, crate::secrets::display_url(self.url.as_deref().unwrap_or_default())),
         }
     }
@@ -71,14 +88,36 @@ impl SecurityConfig {
         let mut problem = |field: &str, message: String| problems.push((field.to_owned(), message));
         let kind = self.kind.as_str();
         if !KINDS.contains(&kind) {
-            problem("kind", format!("unknown security check kind {:?} (one of {})", self.kind, KINDS[..6].join(", ")));
+            problem("kind", format!("unknown security check kind {:?} (one of {})", self.kind, KINDS.join(", ")));
             return problems;
         }
         if kind == "image_scan" {
-            problem("kind", "image_scan (ECR scan findings) is not supported by this build yet; remove the entry".to_owned());
-            return problems;
+            if self.repository.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                problem("repository", "an image_scan check needs the ECR repository, e.g. \"invoice-me-backend\"".to_owned());
+            }
+            if let Some(severity) = &self.severity {
+                if !ecr_scan::SEVERITIES.contains(&severity.as_str()) {
+                    problem("severity", format!("{severity:?} is not an ECR severity ({})", ecr_scan::SEVERITIES.join(", ")));
+                }
+            }
+            if let Some(tag) = &self.tag {
+                if let Err(message) = Template::parse(tag) {
+                    problem("tag", message);
+                }
+            }
+            if let Some(url) = &self.endpoint_url {
+                if url::Url::parse(url).is_err() {
+                    problem("endpoint_url", format!("{url:?} is not a URL"));
+                }
+            }
+        }
+        let image_keys = self.repository.is_some() || self.tag.is_some() || self.severity.is_some() || self.region.is_some() || self.endpoint_url.is_some();
+        if image_keys && kind != "image_scan" {
+            problem("repository", "repository, tag, severity, region and endpoint_url only mean something with kind = \"image_scan\"".to_owned());
         }
         match self.url.as_deref() {
+            None if kind == "image_scan" => {}
+            Some(_) if kind == "image_scan" => problem("url", "an image_scan check reads ECR, not a URL: set repository (and tag)".to_owned()),
             None => problem("url", format!("a {kind} check needs url")),
             Some(url) => match Template::parse(url) {
                 Err(message) => problem("url", message),
@@ -190,6 +229,24 @@ pub(super) async fn run_security_check(check: &SecurityConfig, index: usize, sco
     if !problems.is_empty() {
         let text: Vec<String> = problems.iter().map(|(field, message)| format!("security[{index}].{field}: {message}")).collect();
         return outcome(false, 0, None, format!("invalid configuration: {}", text.join("; ")));
+    }
+    if check.kind == "image_scan" {
+        let tag = match Template::parse(check.tag.as_deref().unwrap_or("{version}")).map_err(|e| e.to_string()).and_then(|t| t.render(scope).map_err(|m| m.to_string())) {
+            Ok(tag) => tag,
+            Err(detail) => return outcome(false, 0, None, detail),
+        };
+        let scan = ecr_scan::Scan {
+            repository: check.repository.as_deref().unwrap_or_default(),
+            tag: &tag,
+            severity: check.severity.as_deref().unwrap_or("HIGH"),
+            region: check.region.as_deref().unwrap_or("us-east-1"),
+            endpoint_url: check.endpoint_url.as_deref(),
+        };
+        let timeout = check.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or(default_timeout);
+        return match ecr_scan::check(&scan, scope.aws, timeout).await {
+            Ok(detail) => outcome(true, 1, None, detail),
+            Err(detail) => outcome(false, 1, None, detail),
+        };
     }
     match run_kind(check, scope, default_timeout, check.ca_file.as_deref().or(default_ca_file)).await {
         Ok((attempts, status, detail)) => outcome(true, attempts, status, detail),

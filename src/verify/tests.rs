@@ -352,7 +352,7 @@ expect_status = 418
     )).smoke.remove(0));
     // The variable is given explicitly, as the process environment would give it.
     let env = |name: &str| (name == VAR).then(|| password.to_string());
-    let report = run_selected(&config, &vars(), &client(), Scopes::All, &env).await;
+    let report = run_selected(&config, &vars(), &client(), Scopes::All, &env, &crate::secrets::Vars::process()).await;
     assert!(
         report.checks[..6].iter().all(|check| check.ok),
         "{}",
@@ -868,8 +868,8 @@ url = "https://api.example/"
     );
     let problems = config.validate();
     let expected = [
-        ("security[0].kind", "unknown security check kind \"tsl\" (one of tls, https_redirect, headers, cors, auth_required, rate_limit)"),
-        ("security[1].kind", "image_scan (ECR scan findings) is not supported by this build yet; remove the entry"),
+        ("security[0].kind", "unknown security check kind \"tsl\" (one of tls, https_redirect, headers, cors, auth_required, rate_limit, image_scan)"),
+        ("security[1].repository", "an image_scan check needs the ECR repository, e.g. \"invoice-me-backend\""),
         ("security[2].min_days", "only means something with kind = \"tls\""),
         ("security[2].require", "list the headers the response must have, e.g. [\"Strict-Transport-Security\"]"),
         ("security[3].requests", "must be from 1 to 1000"),
