@@ -66,6 +66,10 @@ pub struct BotConfig {
     /// Where the Markdown history file is written, if anywhere.
     #[serde(default)]
     pub history_file: Option<String>,
+    /// A PEM file of a private CA every HTTP check (health, smoke, checklist, security) trusts
+    /// besides the public roots, unless the check names its own `ca_file`.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 impl Default for BotConfig {
@@ -76,6 +80,7 @@ impl Default for BotConfig {
             timezone: default_timezone(),
             log_format: default_log_format(),
             history_file: None,
+            ca_file: None,
         }
     }
 }
@@ -374,10 +379,6 @@ pub struct EnvBase {
     /// Pipeline steps switched off here (`backup`, `migrations`, `verify`, `monitor`).
     #[serde(default)]
     pub skip_steps: Vec<String>,
-    /// The manual pre-deploy checklist, shown in the approval message for the approver to
-    /// confirm by approving.
-    #[serde(default)]
-    pub checklist: Vec<String>,
     /// Preflight: refuse a version whose image is not in the registry (Docker Registry HTTP API
     /// v2). Off by default, so that environments without a registry need none.
     #[serde(default)]
@@ -422,6 +423,10 @@ pub struct Environment {
     pub backup: Option<BackupConfig>,
     pub migrations: Option<MigrationConfig>,
     pub monitor: Option<MonitorConfig>,
+    /// `[environments.X.checklist]` (or `checklist = [...]`, the manual items alone).
+    pub checklist: crate::checklist::ChecklistConfig,
+    /// Every `${VAR}` in the environment's table, with the key path that uses it.
+    pub secret_refs: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -736,7 +741,12 @@ impl Validator {
         }
 
         let services = self.services(services_raw);
-        let environments = self.environments(envs_raw, &services);
+        let mut environments = self.environments(envs_raw, &services);
+        if let (Some(ca_file), Some(envs)) = (&bot.ca_file, environments.as_mut()) {
+            for env in envs.values_mut() {
+                env.verify.default_ca_file = Some(ca_file.clone());
+            }
+        }
         Some(Config {
             bot,
             bot_timezone: bot_timezone?,
@@ -962,7 +972,28 @@ impl Validator {
         let backup_raw = table.remove("backup");
         let migrations_raw = table.remove("migrations");
         let monitor_raw = table.remove("monitor");
+        let checklist_raw = table.remove("checklist");
+        let mut secret_refs = Vec::new();
+        for (key, value) in table.iter().map(|(k, v)| (k.as_str(), v)).chain([("target", &target_raw), ("verify", &verify_raw), ("backup", &backup_raw), ("migrations", &migrations_raw), ("monitor", &monitor_raw), ("checklist", &checklist_raw)].into_iter().filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))) {
+            collect_secret_refs(&format!("{path}.{key}"), value, &mut secret_refs);
+        }
         let base: Option<EnvBase> = self.section(path, toml::Value::Table(table));
+
+        let checklist = match checklist_raw {
+            None => Some(crate::checklist::ChecklistConfig::default()),
+            Some(v) => match crate::checklist::ChecklistConfig::from_value(v) {
+                Ok(c) => {
+                    for (p, m) in c.validate() {
+                        self.problem(format!("{path}.checklist.{p}"), m);
+                    }
+                    Some(c)
+                }
+                Err(m) => {
+                    self.problem(format!("{path}.checklist"), m);
+                    None
+                }
+            },
+        };
 
         let target: Option<TargetConfig> = match target_raw {
             Some(v) => self.section(&format!("{path}.target"), v),
@@ -1122,6 +1153,8 @@ impl Validator {
             backup: backup?,
             migrations: migrations?,
             monitor: monitor?,
+            checklist: checklist?,
+            secret_refs,
             base,
         })
     }
@@ -1277,4 +1310,26 @@ pub fn parse_s3_uri(uri: &str) -> Result<(String, String), String> {
     }
     let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
     Ok((bucket.to_string(), prefix))
+}
+
+/// Every `${VAR}` in `value`, as (key path, variable), in file order.
+fn collect_secret_refs(path: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::String(s) => {
+            for var in crate::secrets::referenced_vars(s) {
+                out.push((path.to_string(), var));
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                collect_secret_refs(&format!("{path}[{i}]"), item, out);
+            }
+        }
+        toml::Value::Table(table) => {
+            for (key, item) in table {
+                collect_secret_refs(&format!("{path}.{key}"), item, out);
+            }
+        }
+        _ => {}
+    }
 }
