@@ -98,11 +98,13 @@ BEGIN
     UPDATE deployments d SET undone = 1 FROM new_rows n WHERE d.id = n.id AND d.undone = 0 AND EXISTS (SELECT 1 FROM deployments r WHERE r.rollback_of = n.id AND r.env = n.env AND r.started_at IS NOT NULL AND r.finished_at IS NOT NULL);
     UPDATE deployments SET restored_at = (SELECT s.finished_at FROM deployments s WHERE s.env = deployments.env AND s.finished_at >= COALESCE(deployments.failed_at, deployments.finished_at) AND s.state = 'succeeded' AND s.started_at IS NOT NULL AND s.id <> deployments.id ORDER BY s.finished_at LIMIT 1) WHERE id IN (SELECT id FROM new_rows x WHERE x.kind = 'deploy' AND x.state <> 'rolled_back' AND (x.undone = 1 OR x.state IN ('failed', 'rollback_failed', 'interrupted')) AND x.started_at IS NOT NULL AND x.finished_at IS NOT NULL) AND deployments.kind = 'deploy' AND deployments.state <> 'rolled_back' AND (deployments.undone = 1 OR deployments.state IN ('failed', 'rollback_failed', 'interrupted')) AND deployments.started_at IS NOT NULL AND deployments.finished_at IS NOT NULL;
     UPDATE deployments f SET restored_at = p.t FROM (
-        SELECT f.id, MIN(s.finished_at) AS t FROM new_rows s JOIN deployments f ON f.env = s.env
-        WHERE s.state = 'succeeded' AND s.started_at IS NOT NULL AND s.finished_at IS NOT NULL AND f.id <> s.id AND f.kind = 'deploy' AND f.state <> 'rolled_back' AND (f.undone = 1 OR f.state IN ('failed', 'rollback_failed', 'interrupted')) AND f.started_at IS NOT NULL AND f.finished_at IS NOT NULL
-          AND COALESCE(f.failed_at, f.finished_at) <= s.finished_at AND (f.restored_at IS NULL OR f.restored_at > s.finished_at)
-        GROUP BY f.id) p
-    WHERE f.id = p.id AND (f.restored_at IS NULL OR f.restored_at > p.t);
+        SELECT w.id, (SELECT MIN(s.finished_at) FROM new_rows s
+                      WHERE s.env = w.env AND s.state = 'succeeded' AND s.started_at IS NOT NULL AND s.finished_at IS NOT NULL AND s.id <> w.id AND s.finished_at >= COALESCE(w.failed_at, w.finished_at)) AS t
+        FROM deployments w JOIN (SELECT env, MIN(finished_at) AS first FROM new_rows x
+                                 WHERE x.state = 'succeeded' AND x.started_at IS NOT NULL AND x.finished_at IS NOT NULL GROUP BY env) n ON w.env = n.env
+        WHERE w.kind = 'deploy' AND w.state <> 'rolled_back' AND (w.undone = 1 OR w.state IN ('failed', 'rollback_failed', 'interrupted')) AND w.started_at IS NOT NULL AND w.finished_at IS NOT NULL AND (w.restored_at IS NULL OR w.restored_at > n.first)
+          AND NOT EXISTS (SELECT 1 FROM new_rows o WHERE o.id = w.id)) p
+    WHERE f.id = p.id AND p.t IS NOT NULL AND (f.restored_at IS NULL OR f.restored_at > p.t);
     RETURN NULL;
 END
 $$;
