@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::Engine;
 use crate::config::Environment;
-use crate::registry::{ImageRef, Registry};
+use crate::registry::ImageRef;
 
 impl Engine {
     /// Why `version` cannot be deployed to `env` because an image is missing, if it cannot.
@@ -15,7 +15,7 @@ impl Engine {
         if !env.base.check_images {
             return Ok(None);
         }
-        let registry = Registry::new(self.http.clone());
+        let registry = self.registry();
         let mut missing = Vec::new();
         let mut unknown = Vec::new();
         for service in &env.services {

@@ -15,10 +15,12 @@ use crate::model::*;
 
 mod history;
 mod outbox;
+mod releases;
 mod seed;
 
 pub use history::{render_history_markdown, Stats, StatsCounts, StatsInput};
 pub use outbox::{OutboxMessage, StoredMessage};
+pub use releases::{Release, ReleaseImage};
 pub use seed::{SeedReport, SeedSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
