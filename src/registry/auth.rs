@@ -207,7 +207,7 @@ impl RegistryAuth {
             RegistryKind::Anonymous => Err(missing("[registry] kind is anonymous".into())),
             RegistryKind::Basic | RegistryKind::Bearer => {
                 let username = match &self.config.username {
-                    Some(u) => crate::secrets::expand_env_in(u, &self.vars).map_err(missing)?,
+                    Some(u) => expand_username(u, &self.vars).map_err(missing)?,
                     None => return Err(missing("[registry] has no username".into())),
                 };
                 let password = match &self.config.password {
@@ -253,6 +253,17 @@ impl RegistryAuth {
         let t = self.ecr_credentials(now).await?;
         Ok((t.host, t.expires_at, t.credentials.username))
     }
+}
+
+/// A user name with its `${VAR}`s read from `vars`. Not a secret: it is not registered for
+/// redaction, so that messages can say whose credentials a registry refused.
+fn expand_username(s: &str, vars: &Vars) -> Result<String, String> {
+    let mut out = s.to_string();
+    for var in crate::secrets::referenced_vars(s) {
+        let value = vars.get(&var).filter(|v| !v.is_empty()).ok_or_else(|| format!("environment variable {var} is not set"))?;
+        out = out.replace(&format!("${{{var}}}"), &value);
+    }
+    Ok(out)
 }
 
 /// Whether a token expiring at `expires_at` must be replaced at `now`.
