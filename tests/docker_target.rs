@@ -28,7 +28,7 @@ fn target(scope: &Scope) -> DockerTarget {
 }
 
 fn deploy_request(scope: &Scope, version: &str, previous: Option<Running>) -> DeployRequest {
-    DeployRequest { deployment_id: 7, env: "staging".into(), service: backend(), image: scope.repository(), version: version.into(), previous }
+    DeployRequest { deployment_id: 7, env: "staging".into(), service: backend(), image: scope.repository(), version: version.into(), digest: None, previous }
 }
 
 fn rollback_request(scope: &Scope, from: &str, to: Running) -> RollbackRequest {

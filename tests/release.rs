@@ -137,7 +137,10 @@ commands = [["sh", "-c", "test \"$BUILD_TOKEN\" = tok-build-1234 && echo fronten
 env = {{ BUILD_TOKEN = "${{BUILD_TOKEN}}" }}
 [environments.staging]
 channel = "C0STAGING"
-target = {{ kind = "command", deploy = ["true"] }}
+target = {{ kind = "command", deploy = ["sh", "-c", "echo {{env}} {{image}}:{{version}}@{{digest}} >> {root}/deployed.txt"] }}
+[environments.production]
+channel = "C0PROD"
+target = {{ kind = "command", deploy = ["sh", "-c", "echo {{env}} {{image}}:{{version}}@{{digest}} >> {root}/deployed.txt"] }}
 "#,
         db = db.display(),
         remote = s.project.remote.display(),
@@ -259,6 +262,50 @@ async fn a_release_tags_builds_pushes_and_records_with_notes_since_the_previous_
     let thread = app.engine.store.outbox_message(&format!("release:{}:notes", release.id)).await.unwrap().unwrap();
     assert_eq!(thread.thread_key.as_deref(), Some(format!("release:{}", release.id).as_str()));
     assert_eq!(release.notes.as_deref(), Some(notes.as_str()));
+
+    // Deployed by digest: the target is given exactly the released image.
+    let accepted = say(&app, 10, "alice", "/deploy v1.0.0 staging").await;
+    assert!(accepted.starts_with("👍"), "{accepted}");
+    while app.engine.run_next_job().await.unwrap() {}
+    let deployed = std::fs::read_to_string(project.root.join("deployed.txt")).unwrap();
+    assert_eq!(
+        deployed,
+        format!("staging {}@{}\nstaging {}@{}\n", images[0].image, images[0].digest, images[1].image, images[1].digest),
+        "each service's target got image:version@digest"
+    );
+    let status = say(&app, 11, "alice", "/status staging").await;
+    assert!(status.contains(&format!("backend: v1.0.0 (#1, {})", deploybot::registry::short_digest(&images[0].digest))), "{status}");
+    let history = say(&app, 12, "alice", "/history staging").await;
+    assert!(
+        history.contains(&format!(
+            "- **Images:** backend {}, frontend {}",
+            deploybot::registry::short_digest(&images[0].digest),
+            deploybot::registry::short_digest(&images[1].digest)
+        )),
+        "{history}"
+    );
+
+    // Someone pushes another image over the released tag: the preflight refuses the version.
+    let builder = deploybot::release::image::Engine::connect(None, Duration::from_secs(300)).await.unwrap();
+    let context = project.root.join("other-image");
+    write(&context.join("Dockerfile"), &format!("FROM scratch\nCOPY other.txt /other.txt\nLABEL {}=1\n", docker::TEST_LABEL));
+    write(&context.join("other.txt"), "not what was released\n");
+    let moved = format!("{repository}/backend:v1.0.0");
+    builder.build(&context, "Dockerfile", &moved, &Default::default(), &Default::default()).await.unwrap();
+    let credentials = deploybot::registry::Credentials { username: user.clone(), password: deploybot::secrets::Secret::from_value(password.clone()) };
+    builder.push(&moved, Some(&credentials)).await.unwrap();
+    let now_at = digest(&registry, &format!("{repository}/backend"), "v1.0.0").await.unwrap();
+    assert_ne!(now_at, images[0].digest);
+    let refused = say(&app, 13, "alice", "/deploy v1.0.0 production").await;
+    assert_eq!(
+        refused,
+        format!(
+            "🚫 Tag moved since release: {moved} now points at {}, not at {} as released. Someone pushed over the released image; release a new version instead. Nothing was requested.",
+            deploybot::registry::short_digest(&now_at),
+            deploybot::registry::short_digest(&images[0].digest)
+        )
+    );
+    assert!(app.engine.store.deployments(Some("production"), &[], 5).await.unwrap().is_empty(), "nothing was requested");
 
     // A version is released once.
     let again = say(&app, 4, "alice", "/release v1.0.0").await;

@@ -965,6 +965,7 @@ async fn history_returns_the_runbook_template_fields_newest_first() {
                 issues: None,
                 rollback: None,
                 migrations: None,
+                images: None,
             },
             "{}: a withdrawn approval and a reject are not approvers",
             db.name

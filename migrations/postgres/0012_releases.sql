@@ -17,6 +17,7 @@ CREATE TABLE releases (
 );
 -- At most one release of a version that is running or has succeeded; failed ones may be retried.
 CREATE UNIQUE INDEX releases_live_version ON releases (version) WHERE state <> 'failed';
+CREATE INDEX releases_version ON releases (version, state);
 
 CREATE TABLE release_images (
     release_id   BIGINT NOT NULL REFERENCES releases(id),

@@ -852,7 +852,13 @@ impl Engine {
             let mut lines = vec![format!("*{}* ({} target; window: {})", env.name, env.target.kind(), if env.policy.check(self.now(), false).allowed { "open" } else { "closed" })];
             let running = self.store.service_versions(env.name.as_str()).await?;
             for s in &env.services {
-                let v = running.iter().find(|r| r.service == s.as_str()).map(|r| format!("{} (#{})", r.version, r.deployment_id.unwrap_or_default())).unwrap_or_else(|| "nothing recorded".into());
+                let v = match running.iter().find(|r| r.service == s.as_str()) {
+                    Some(r) => match self.released_digest(&r.version, s.as_str()).await? {
+                        Some(digest) => format!("{} (#{}, {})", r.version, r.deployment_id.unwrap_or_default(), crate::registry::short_digest(&digest)),
+                        None => format!("{} (#{})", r.version, r.deployment_id.unwrap_or_default()),
+                    },
+                    None => "nothing recorded".into(),
+                };
                 lines.push(format!("  {s}: {v}"));
             }
             if let Some(lock) = self.store.lock(env.name.as_str()).await? {

@@ -1006,6 +1006,7 @@ impl Store {
             let rolled_back_by = self.rollbacks_of(d.id).await?;
             let mut entry = history::entry(&d, approvers, &rolled_back_by, self.previous_version(&d).await?, tz);
             entry.migrations = self.migrations_applied(d.id).await?;
+            entry.images = self.released_images_line(&d.version).await?;
             out.push(entry);
         }
         Ok(out)

@@ -179,6 +179,22 @@ impl Store {
             .collect()
     }
 
+    /// The succeeded release of `version`'s digests, shortened, for `/history`.
+    pub(super) async fn released_images_line(&self, version: &str) -> Result<Option<String>> {
+        let rows = sqlx::query(
+            "SELECT i.service, i.digest FROM releases r JOIN release_images i ON i.release_id = r.id \
+             WHERE r.version = $1 AND r.state = 'succeeded' ORDER BY i.service",
+        )
+        .bind(version)
+        .fetch_all(&self.pool)
+        .await?;
+        let parts: Vec<String> = rows
+            .iter()
+            .map(|r| Ok(format!("{} {}", r.try_get::<String, _>(0)?, crate::registry::short_digest(&r.try_get::<String, _>(1)?))))
+            .collect::<Result<_>>()?;
+        Ok((!parts.is_empty()).then(|| parts.join(", ")))
+    }
+
     /// The digest the succeeded release of `version` recorded for `service`, if any.
     pub async fn released_digest(&self, version: &str, service: &str) -> Result<Option<String>> {
         let row = sqlx::query(

@@ -98,8 +98,21 @@ pub struct DeployRequest {
     /// Repository without tag (`your-registry/invoice-me-backend`).
     pub image: String,
     pub version: String,
+    /// The digest `/release` recorded for `image:version`: the target puts exactly that image in
+    /// place (`image:version@digest`), whatever the tag points at by then.
+    pub digest: Option<String>,
     /// What ran before, as `current` reported it when the deployment started.
     pub previous: Option<Running>,
+}
+
+impl DeployRequest {
+    /// What the target runs: `image:version`, pinned to the released digest when there is one.
+    pub fn reference(&self) -> String {
+        match &self.digest {
+            Some(d) => format!("{}:{}@{d}", self.image, self.version),
+            None => format!("{}:{}", self.image, self.version),
+        }
+    }
 }
 
 /// One service to put back on exactly what ran before.

@@ -383,7 +383,7 @@ impl DeployTarget for DockerTarget {
     async fn deploy(&self, req: &DeployRequest) -> Result<Deployed, TargetError> {
         let docker = self.engine().await?;
         let name = self.config.container_name(&req.service);
-        let reference = format!("{}:{}", req.image, req.version);
+        let reference = req.reference();
         let old = self.existing(docker, &name).await?;
         let image = self.ensure_image(docker, &reference).await?;
         let image_id = image.id.clone().unwrap_or_default();
