@@ -183,10 +183,15 @@ pub trait DeployTarget: Send + Sync {
 
 /// Builds the driver an environment's config asks for (this is where I/O may start).
 /// `vars` is where its `${VAR}` references are read.
-pub async fn build(config: &TargetConfig, vars: &crate::secrets::Vars) -> anyhow::Result<std::sync::Arc<dyn DeployTarget>> {
+/// `registry` holds `[registry]`'s credentials, for the drivers that pull images themselves.
+pub async fn build(
+    config: &TargetConfig,
+    vars: &crate::secrets::Vars,
+    registry: Option<std::sync::Arc<crate::registry::RegistryAuth>>,
+) -> anyhow::Result<std::sync::Arc<dyn DeployTarget>> {
     match config {
         TargetConfig::Command(c) => Ok(std::sync::Arc::new(command::CommandTarget::new(c, vars)?)),
-        TargetConfig::Docker(c) => Ok(std::sync::Arc::new(docker::DockerTarget::new(c)?)),
+        TargetConfig::Docker(c) => Ok(std::sync::Arc::new(docker::DockerTarget::new(c)?.with_registry(registry))),
         // Boxed: the AWS config loader is a deep future, too deep to inline into every caller's.
         TargetConfig::Ecs(c) => Ok(std::sync::Arc::new(Box::pin(aws_ecs::EcsTarget::new(c, vars)).await?)),
         TargetConfig::AzureAci(c) => Ok(std::sync::Arc::new(azure_aci::AciTarget::new(c, vars)?)),
