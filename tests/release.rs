@@ -162,7 +162,7 @@ async fn say(app: &App, seq: u64, user: &str, line: &str) -> String {
 }
 
 /// Starts `/release …` and waits (polling the store) for the release to end.
-async fn release(app: &App, seq: u64, line: &str) -> (Release, String) {
+async fn run_release(app: &App, seq: u64, line: &str) -> (Release, String) {
     let reply = say(app, seq, "alice", line).await;
     let id: i64 = reply
         .split_once("Release r")
@@ -224,7 +224,7 @@ async fn a_release_tags_builds_pushes_and_records_with_notes_since_the_previous_
     assert!(dry.contains("Release notes for v1.0.0 since v0.9.0: 2 commits"), "{dry}");
     assert!(project.remote_commit("refs/tags/v1.0.0").is_none() && app.engine.store.releases(10).await.unwrap().is_empty(), "a dry run changes nothing");
 
-    let (release, progress) = release(&app, 3, "/release v1.0.0").await;
+    let (release, progress) = run_release(&app, 3, "/release v1.0.0").await;
     assert_eq!(release.state, "succeeded", "{progress}\n{:?}", release.error);
     assert_eq!(release.commit_sha.as_deref(), Some(main.as_str()));
     assert!(progress.contains("✅ Released v1.0.0 in"), "{progress}");
@@ -285,6 +285,16 @@ async fn a_release_tags_builds_pushes_and_records_with_notes_since_the_previous_
         "{history}"
     );
 
+    // A new release; the dry run of its deployment lists the commits since what runs there.
+    write(&project.work.join("backend/src.txt"), "backend source, with exports\n");
+    git(&project.work, &["commit", "-q", "-am", "feat: export invoices as CSV"]);
+    git(&project.work, &["push", "-q", project.remote.to_str().unwrap(), "main"]);
+    let (next, text) = run_release(&app, 14, "/release v1.1.0").await;
+    assert_eq!(next.state, "succeeded", "{text}");
+    let plan = say(&app, 15, "alice", "/deploy v1.1.0 staging --dry-run").await;
+    let head = project.remote_commit("refs/heads/main").unwrap();
+    assert!(plan.contains(&format!("Changes in v1.1.0 since v1.0.0: 1 commit\n  • feat: export invoices as CSV ({}, Dev)", &head[..7])), "{plan}");
+
     // Someone pushes another image over the released tag: the preflight refuses the version.
     let builder = deploybot::release::image::Engine::connect(None, Duration::from_secs(300)).await.unwrap();
     let context = project.root.join("other-image");
@@ -313,6 +323,9 @@ async fn a_release_tags_builds_pushes_and_records_with_notes_since_the_previous_
 
     for i in &images {
         let _ = engine.remove_image(&i.image, None::<bollard::query_parameters::RemoveImageOptions>, None).await;
+    }
+    for service in ["backend", "frontend"] {
+        let _ = engine.remove_image(&format!("{repository}/{service}:v1.1.0"), None::<bollard::query_parameters::RemoveImageOptions>, None).await;
     }
 }
 
@@ -343,7 +356,7 @@ async fn each_bad_input_fails_the_release_with_its_own_message_and_pushes_nothin
     git(&project.work, &["tag", "-a", "v2.0.0", "-m", "by hand", &first]);
     git(&project.work, &["push", "-q", project.remote.to_str().unwrap(), "refs/tags/v2.0.0"]);
     let app1 = app(&base).await;
-    let (r, text) = release(&app1, 1, "/release v2.0.0").await;
+    let (r, text) = run_release(&app1, 1, "/release v2.0.0").await;
     let main = project.remote_commit("refs/heads/main").unwrap();
     let expected = format!("tag: the tag v2.0.0 already exists on {}, not on {} (main): a release tag is never moved; choose another version", &first[..7], &main[..7]);
     assert_eq!((r.state.as_str(), r.error.as_deref()), ("failed", Some(expected.as_str())), "{text}");
@@ -353,14 +366,14 @@ async fn each_bad_input_fails_the_release_with_its_own_message_and_pushes_nothin
     no_images(&app1, r.id).await;
 
     // An unknown ref.
-    let (r, _) = release(&app1, 2, "/release v1.1.0 --ref no-such-branch").await;
+    let (r, _) = run_release(&app1, 2, "/release v1.1.0 --ref no-such-branch").await;
     assert_eq!(r.error.as_deref(), Some(format!("resolve: unknown ref \"no-such-branch\": no branch, tag or commit of that name in {}", project.remote.display()).as_str()));
     // A failed release may be retried with the same version (a later test does, below).
 
     // A failing build step: its output tail is in the message; the tag made for it is gone.
     let failing_step = Setup { frontend_step: r#", ["sh", "-c", "echo compiling; echo 'error: missing semicolon' >&2; exit 3"]"#, ..base_clone(&base) };
     let app2 = app(&failing_step).await;
-    let (r, text) = release(&app2, 1, "/release v1.1.0").await;
+    let (r, text) = run_release(&app2, 1, "/release v1.1.0").await;
     let error = r.error.clone().unwrap_or_default();
     assert!(error.starts_with("frontend: build step 2 of 2: sh -c echo compiling; echo 'error: missing semicolon' >&2; exit 3: command \"sh\" exited with status 3"), "{error}");
     assert!(error.contains("error: missing semicolon"), "the output tail: {error}");
@@ -378,7 +391,7 @@ async fn each_bad_input_fails_the_release_with_its_own_message_and_pushes_nothin
     git(&project.work, &["push", "-q", project.remote.to_str().unwrap(), "main"]);
     let failing_dockerfile = Setup { frontend_dockerfile: "Broken.Dockerfile", ..base_clone(&base) };
     let app3 = app(&failing_dockerfile).await;
-    let (r, text) = release(&app3, 1, "/release v1.1.0").await;
+    let (r, text) = run_release(&app3, 1, "/release v1.1.0").await;
     let error = r.error.clone().unwrap_or_default();
     assert!(error.starts_with("frontend: image build (frontend/Broken.Dockerfile): "), "{error}");
     assert!(error.contains("not-there.txt"), "the engine's reason: {error}");
@@ -389,7 +402,7 @@ async fn each_bad_input_fails_the_release_with_its_own_message_and_pushes_nothin
     // The registry refuses the credentials: found before anything is built.
     let wrong = Setup { password: "not-the-password".into(), ..base_clone(&base) };
     let app4 = app(&wrong).await;
-    let (r, text) = release(&app4, 1, "/release v1.1.0").await;
+    let (r, text) = run_release(&app4, 1, "/release v1.1.0").await;
     assert_eq!(r.error.as_deref(), Some(format!("registry: the registry {addr} refused the credentials of {user} (HTTP 401): check [registry] username and password").as_str()));
     assert!(!text.contains("not-the-password") && !text.contains("building"), "{text}");
     nothing_pushed("v1.1.0").await;
@@ -399,14 +412,14 @@ async fn each_bad_input_fails_the_release_with_its_own_message_and_pushes_nothin
     let extra = format!("docker_host = \"unix://{}\"", socket.display());
     let no_engine = Setup { release_extra: &extra, ..base_clone(&base) };
     let app5 = app(&no_engine).await;
-    let (r, _) = release(&app5, 1, "/release v1.1.0").await;
+    let (r, _) = run_release(&app5, 1, "/release v1.1.0").await;
     let error = r.error.clone().unwrap_or_default();
     assert!(error.starts_with(&format!("Docker Engine: the Docker Engine is not reachable at unix://{}", socket.display())), "{error}");
     nothing_pushed("v1.1.0").await;
 
     // Every failure left v1.1.0 free: a good release of it now goes through.
     let app6 = app(&base).await;
-    let (r, text) = release(&app6, 1, "/release v1.1.0").await;
+    let (r, text) = run_release(&app6, 1, "/release v1.1.0").await;
     assert_eq!(r.state, "succeeded", "{text}");
     assert!(digest(&registry, &format!("{repository}/frontend"), "v1.1.0").await.is_some());
     for service in ["backend", "frontend"] {

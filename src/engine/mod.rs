@@ -541,6 +541,9 @@ impl Engine {
             step(format!("monitor: {} rule(s) for {}", m.rules.len(), m.watch), &mut lines);
         }
         step("record: history, summary in the channel".into(), &mut lines);
+        if let Some(changes) = self.changes_between(recorded.first().map(|r| r.version.as_str()), version).await {
+            lines.push(changes);
+        }
         Ok(lines.join("\n"))
     }
 

@@ -208,6 +208,42 @@ impl Engine {
         out.join("\n")
     }
 
+    /// For `/deploy --dry-run`: the commits between the running version and `version`, from the
+    /// release repository's tags; `None` when there is no `[release]` repository.
+    pub(crate) async fn changes_between(&self, running: Option<&str>, version: &str) -> Option<String> {
+        let release = self.config.release.as_ref()?;
+        let dir = Self::release_dir(release).join("repo.git");
+        let repo = match Repo::sync(&release.repo, &dir).await {
+            Ok(r) => r,
+            Err(e) => return Some(format!("Changes: unknown ({e})")),
+        };
+        let to = match repo.tag_commit(version).await {
+            Ok(Some(c)) => c,
+            _ => return Some(format!("Changes: {version} is not a tag of {}, so the commits it brings are unknown", crate::secrets::display_url(&release.repo))),
+        };
+        let from = match running {
+            Some(r) if r == version => return Some(format!("Changes: none, {version} already runs here")),
+            Some(r) => match repo.tag_commit(r).await {
+                Ok(Some(c)) => Some((r.to_string(), c)),
+                _ => return Some(format!("Changes: the running version {r} is not a tag of the repository, so the commits between are unknown")),
+            },
+            None => None,
+        };
+        let commits = match repo.log(from.as_ref().map(|(_, c)| c.as_str()), &to, NOTES_COMMITS + 1).await {
+            Ok(c) => c,
+            Err(e) => return Some(format!("Changes: unknown ({e})")),
+        };
+        let since = from.as_ref().map_or_else(|| "everything up to it (nothing recorded here)".to_string(), |(r, _)| format!("since {r}"));
+        let mut out = format!("Changes in {version} {since}: {} commit{}", commits.len().min(NOTES_COMMITS), if commits.len() == 1 { "" } else { "s" });
+        for c in commits.iter().take(NOTES_COMMITS) {
+            out.push_str(&format!("\n  • {} ({}, {})", c.subject, short(&c.sha), c.author));
+        }
+        if commits.len() > NOTES_COMMITS {
+            out.push_str("\n  (only the newest are listed)");
+        }
+        Some(out)
+    }
+
     async fn release_notes(&self, repo: &Repo, version: &str, commit: &str) -> Result<String, String> {
         let previous = repo.previous_tag(commit, version).await?;
         let commits = repo.log(previous.as_deref(), commit, NOTES_COMMITS + 1).await?;
