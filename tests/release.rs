@@ -63,7 +63,8 @@ impl Project {
         // Dockerfile copies it: the image proves the step ran in the checkout it was built from.
         for service in ["backend", "frontend"] {
             write(&work.join(service).join("Dockerfile"), &format!("FROM scratch\nCOPY app.txt /app.txt\nLABEL {}=1\n", docker::TEST_LABEL));
-            write(&work.join(service).join("src.txt"), &format!("{service} source\n"));
+            // Unique per project, so that two tests at once never push the same layer.
+            write(&work.join(service).join("src.txt"), &format!("{service} source of {}\n", services::unique("project")));
         }
         git(&work, &["add", "-A"]);
         git(&work, &["commit", "-q", "-m", "feat(api): first version"]);
@@ -126,14 +127,14 @@ image = "{repository}/backend"
 order = 1
 [services.backend.build]
 context = "backend"
-commands = [["sh", "-c", "echo backend built at $(git rev-parse --short HEAD 2>/dev/null || echo checkout) > app.txt"]]
+commands = [["sh", "-c", "cat src.txt > app.txt"]]
 [services.frontend]
 image = "{repository}/frontend"
 order = 2
 [services.frontend.build]
 context = "frontend"
 dockerfile = "{dockerfile}"
-commands = [["sh", "-c", "test \"$BUILD_TOKEN\" = tok-build-1234 && echo frontend built > app.txt"]{frontend_step}]
+commands = [["sh", "-c", "test \"$BUILD_TOKEN\" = tok-build-1234 && cat src.txt > app.txt"]{frontend_step}]
 env = {{ BUILD_TOKEN = "${{BUILD_TOKEN}}" }}
 [environments.staging]
 channel = "C0STAGING"
@@ -220,7 +221,7 @@ async fn a_release_tags_builds_pushes_and_records_with_notes_since_the_previous_
     // The dry run says what would happen and changes nothing.
     let dry = say(&app, 2, "alice", "/release v1.0.0 --dry-run").await;
     assert!(dry.starts_with(&format!("🔎 Dry run of /release v1.0.0: main is {}; would create the annotated tag v1.0.0", &main[..7])), "{dry}");
-    assert!(dry.contains("• backend: `sh -c echo backend built") && dry.contains(&format!("image {repository}/frontend:v1.0.0 from frontend/Dockerfile")), "{dry}");
+    assert!(dry.contains("• backend: `sh -c cat src.txt > app.txt`") && dry.contains(&format!("image {repository}/frontend:v1.0.0 from frontend/Dockerfile")), "{dry}");
     assert!(dry.contains("Release notes for v1.0.0 since v0.9.0: 2 commits"), "{dry}");
     assert!(project.remote_commit("refs/tags/v1.0.0").is_none() && app.engine.store.releases(10).await.unwrap().is_empty(), "a dry run changes nothing");
 

@@ -13,7 +13,10 @@ CREATE TABLE releases (
     error              TEXT,
     notes              TEXT,
     started_at         BIGINT NOT NULL,
-    finished_at        BIGINT
+    finished_at        BIGINT,
+    -- Renewed by the process running the release; a running release past it was abandoned
+    -- (its process died) and no longer holds its version.
+    alive_until        BIGINT
 );
 -- At most one release of a version that is running or has succeeded; failed ones may be retried.
 CREATE UNIQUE INDEX releases_live_version ON releases (version) WHERE state <> 'failed';

@@ -26,6 +26,9 @@ use crate::store::ReleaseImage;
 
 /// At most this many commits are listed in the notes.
 const NOTES_COMMITS: usize = 200;
+/// A running release's heartbeat: renewed every third of this; a release not renewed for this
+/// long was abandoned (its process died) and no longer holds its version.
+const ALIVE_MS: i64 = 60_000;
 
 /// How a running release shows itself: one message, a line per step.
 struct Progress<'a> {
@@ -152,7 +155,7 @@ impl Engine {
         if args.dry_run {
             return Ok(Reply(self.release_dry_run(&release, &version, &reference).await));
         }
-        let id = match self.store.start_release(&version, &reference, &user.id, &user.name, channel, self.now_ms()).await? {
+        let id = match self.store.start_release(&version, &reference, &user.id, &user.name, channel, self.now_ms(), ALIVE_MS).await? {
             Ok(id) => id,
             Err(existing) => {
                 let what = if existing.state == "running" { "is being released right now" } else { "was already released" };
@@ -169,9 +172,21 @@ impl Engine {
         let (user, channel) = (user.clone(), channel.to_string());
         let (v, r) = (version.clone(), reference.clone());
         tokio::spawn(async move {
+            let heartbeat = {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(ALIVE_MS as u64 / 3)).await;
+                        if let Err(e) = engine.store.release_alive(id, engine.now_ms() + ALIVE_MS).await {
+                            tracing::warn!(release = id, error = format!("{e:#}"), "the release's heartbeat could not be written");
+                        }
+                    }
+                })
+            };
             if let Err(e) = engine.run_release(id, &v, &r, &user, &channel, &release).await {
                 tracing::error!(release = id, error = format!("{e:#}"), "the release could not be recorded");
             }
+            heartbeat.abort();
         });
         Ok(Reply(format!("🏷️ Release r{id}: {version} from {reference} started; its progress is in this channel.")))
     }

@@ -105,8 +105,20 @@ impl Engine {
         }
     }
 
-    /// Pushes `reference` (`repository:tag`) with `credentials` when there are some.
+    /// Pushes `reference` (`repository:tag`) with `credentials` when there are some; a push the
+    /// registry did not refuse (a dropped upload) is tried once more.
     pub async fn push(&self, reference: &str, credentials: Option<&Credentials>) -> Result<(), String> {
+        match self.push_once(reference, credentials).await {
+            Err(e) if !is_refusal(&e) => {
+                tracing::warn!(image = reference, error = e, "the push failed; trying once more");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                self.push_once(reference, credentials).await
+            }
+            other => other,
+        }
+    }
+
+    async fn push_once(&self, reference: &str, credentials: Option<&Credentials>) -> Result<(), String> {
         let (repository, tag) = reference.rsplit_once(':').filter(|(r, _)| !r.is_empty()).ok_or_else(|| format!("\"{reference}\" has no tag"))?;
         let server = crate::registry::ImageRef::parse(repository, tag).registry;
         let credentials = credentials.map_or_else(DockerCredentials::default, |c| DockerCredentials {
@@ -136,6 +148,12 @@ impl Engine {
     pub async fn untag(&self, reference: &str) {
         let _ = self.docker.remove_image(reference, Some(RemoveImageOptions { force: false, noprune: false }), None).await;
     }
+}
+
+/// Whether a push error is the registry saying no (credentials, permissions), not a transient failure.
+fn is_refusal(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    ["unauthorized", "denied", "authentication required", "forbidden", "took longer"].iter().any(|w| e.contains(w))
 }
 
 /// The directory as an uncompressed tar, paths relative to it; symlinks stay links.

@@ -59,6 +59,8 @@ fn release_from_row(r: &AnyRow) -> Result<Release> {
 impl Store {
     /// Starts a release of `version`: `Ok(Ok(id))`, or `Ok(Err(release))` with the release of that
     /// version that is running or has succeeded (a unique index makes this hold between replicas).
+    /// `alive_ms`: how long the release counts as alive without a [`Store::release_alive`].
+    #[allow(clippy::too_many_arguments)]
     pub async fn start_release(
         &self,
         version: &str,
@@ -67,13 +69,24 @@ impl Store {
         requested_by_name: &str,
         channel: &str,
         now: Millis,
+        alive_ms: i64,
     ) -> Result<Result<i64, Release>> {
+        // A release whose process died (no heartbeat) no longer holds its version.
+        sqlx::query(
+            "UPDATE releases SET state = 'failed', finished_at = $1, \
+             error = 'abandoned: the process running it stopped before it ended (no heartbeat)' \
+             WHERE version = $2 AND state = 'running' AND alive_until < $1",
+        )
+        .bind(now)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
         if let Some(existing) = self.live_release(version).await? {
             return Ok(Err(existing));
         }
         let inserted = sqlx::query(
-            "INSERT INTO releases (version, ref_name, state, requested_by, requested_by_name, channel, started_at) \
-             VALUES ($1, $2, 'running', $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO releases (version, ref_name, state, requested_by, requested_by_name, channel, started_at, alive_until) \
+             VALUES ($1, $2, 'running', $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(version)
         .bind(ref_name)
@@ -81,6 +94,7 @@ impl Store {
         .bind(requested_by_name)
         .bind(channel)
         .bind(now)
+        .bind(now + alive_ms)
         .fetch_one(&self.pool)
         .await;
         match inserted {
@@ -112,6 +126,12 @@ impl Store {
     pub async fn releases(&self, limit: i64) -> Result<Vec<Release>> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM releases ORDER BY id DESC LIMIT $1")).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(release_from_row).collect()
+    }
+
+    /// The process running release `id` is alive until `until`.
+    pub async fn release_alive(&self, id: i64, until: Millis) -> Result<()> {
+        sqlx::query("UPDATE releases SET alive_until = $1 WHERE id = $2 AND state = 'running'").bind(until).bind(id).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Records the commit a running release resolved its ref to.
