@@ -128,20 +128,41 @@ fn default_slack_api() -> String {
     "https://slack.com/api".into()
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscordMode {
+    /// Commands arrive as `INTERACTION_CREATE` over the gateway (no public URL needed).
+    #[default]
+    Gateway,
+    /// Commands arrive as signed `POST /discord/interactions` on the listener.
+    Interactions,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscordConfig {
+    #[serde(default)]
+    pub mode: DiscordMode,
     pub token: SecretRef,
+    /// The application's Ed25519 public key (hex), literally or as a `${VAR}` reference.
     #[serde(default)]
     pub public_key: Option<String>,
     #[serde(default)]
     pub application_id: Option<String>,
+    /// Register the commands in this guild only (instant), instead of globally.
+    #[serde(default)]
+    pub guild_id: Option<String>,
     #[serde(default = "default_discord_api")]
     pub api_url: String,
 }
 
 fn default_discord_api() -> String {
     "https://discord.com".into()
+}
+
+/// Discord ids are snowflakes: unsigned 64-bit numbers, written as strings.
+fn is_snowflake(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 20 && id.parse::<u64>().is_ok()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -814,6 +835,17 @@ impl Validator {
         }
         if let Some(discord) = &chat.discord {
             self.url("chat.discord.api_url", &discord.api_url);
+            if discord.mode == DiscordMode::Interactions && discord.public_key.as_deref().is_none_or(|k| k.trim().is_empty()) {
+                self.problem("chat.discord.public_key", "interactions mode needs public_key = \"${DISCORD_PUBLIC_KEY}\" to verify Discord's requests")
+            }
+            match &discord.application_id {
+                None if chat.platform == Platform::Discord => self.problem("chat.discord.application_id", "the application id is needed to register the commands and answer interactions (Developer Portal → General Information)"),
+                Some(id) if !is_snowflake(id) && SecretRef::parse(id).is_err() => self.problem("chat.discord.application_id", format!("{id:?} is not a Discord id (a number) or a ${{VAR}} reference")),
+                _ => {}
+            }
+            if let Some(id) = discord.guild_id.as_deref().filter(|id| !is_snowflake(id)) {
+                self.problem("chat.discord.guild_id", format!("{id:?} is not a Discord id (a number)"))
+            }
         }
         match chat.platform {
             Platform::Slack if chat.slack.is_none() => self.problem("chat.slack", "platform is slack but there is no [chat.slack] table"),
@@ -1126,10 +1158,10 @@ impl Validator {
     fn approver_list(&mut self, path: &str, list: &[String]) {
         for (i, a) in list.iter().enumerate() {
             let ok = a == "*"
-                || a.strip_prefix("group:").is_some_and(valid_chat_id)
+                || crate::approval::group_id(a).is_some_and(valid_chat_id)
                 || valid_chat_id(a);
             if !ok {
-                self.problem(format!("{path}[{i}]"), format!("\"{a}\" is not a user id, group:<id> or \"*\""));
+                self.problem(format!("{path}[{i}]"), format!("\"{a}\" is not a user id, group:<id>, role:<id> or \"*\""));
             }
         }
     }

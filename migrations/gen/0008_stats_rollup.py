@@ -61,12 +61,12 @@ def apply_rows(x, sgn, source, where_extra="TRUE", pg=False):
         f"    ON CONFLICT (scope, day) DO UPDATE SET {', '.join(f'{c} = stats_days.{c} + excluded.{c}' for c in DAY_COLS)}")
     succ = f"{x}.kind = 'deploy' AND {x}.state = 'succeeded' AND {counts(x)} AND {where_extra}"
     out.append(
-        f"INSERT INTO stats_durations (scope, secs, day, n)\n"
-        f"    SELECT {scope}, {dur} / 1000, {x}.finished_at / {DAY}, SUM({sgn})\n"
+        f"INSERT INTO stats_durations (scope, minute, day, secs, n)\n"
+        f"    SELECT {scope}, {dur} / 60000, {x}.finished_at / {DAY}, {dur} / 1000, SUM({sgn})\n"
         f"    FROM {source} {scope_join}\n"
         f"    WHERE {succ}\n"
-        f"    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3\n"
-        f"    ON CONFLICT (scope, secs, day) DO UPDATE SET n = stats_durations.n + excluded.n")
+        f"    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4\n"
+        f"    ON CONFLICT (scope, minute, day, secs) DO UPDATE SET n = stats_durations.n + excluded.n")
     out.append(
         f"INSERT INTO stats_duration_minutes (scope, day, minute, n)\n"
         f"    SELECT {scope}, {x}.finished_at / {DAY}, {dur} / 60000, SUM({sgn})\n"
@@ -76,11 +76,28 @@ def apply_rows(x, sgn, source, where_extra="TRUE", pg=False):
         f"    ON CONFLICT (scope, day, minute) DO UPDATE SET n = stats_duration_minutes.n + excluded.n")
     return out
 
-ROW_COLUMNS = ["id", "env", "kind", "state", "started_at", "finished_at", "failed_at", "undone", "restored_at"]
-
-def row(x):
-    """One trigger row (NEW or OLD) as a FROM item named x: SQLite has no `NEW.*`."""
-    return "(SELECT " + ", ".join(f"{x}.{c} AS {c}" for c in ROW_COLUMNS) + ") x"
+def apply_row(x, sgn):
+    """The same as apply_rows for one trigger row (NEW or OLD): plain upserts, one per scope, with
+    no FROM, GROUP BY or sort, which per-row triggers on a bulk load cannot afford."""
+    cols = day_columns(x, sgn)
+    dur = f"({x}.finished_at - {x}.started_at)"
+    succ = f"{x}.kind = 'deploy' AND {x}.state = 'succeeded' AND {counts(x)}"
+    out = []
+    for scope in (f"{x}.env", "'*'"):
+        out.append(
+            f"INSERT INTO stats_days (scope, day, {', '.join(DAY_COLS)})\n"
+            f"    SELECT {scope}, {x}.finished_at / {DAY}, {', '.join(e for _, e in cols)}\n"
+            f"    WHERE {counts(x)}\n"
+            f"    ON CONFLICT (scope, day) DO UPDATE SET {', '.join(f'{c} = stats_days.{c} + excluded.{c}' for c in DAY_COLS)}")
+        out.append(
+            f"INSERT INTO stats_durations (scope, minute, day, secs, n)\n"
+            f"    SELECT {scope}, {dur} / 60000, {x}.finished_at / {DAY}, {dur} / 1000, {sgn} WHERE {succ}\n"
+            f"    ON CONFLICT (scope, minute, day, secs) DO UPDATE SET n = stats_durations.n + excluded.n")
+        out.append(
+            f"INSERT INTO stats_duration_minutes (scope, day, minute, n)\n"
+            f"    SELECT {scope}, {x}.finished_at / {DAY}, {dur} / 60000, {sgn} WHERE {succ}\n"
+            f"    ON CONFLICT (scope, day, minute) DO UPDATE SET n = stats_duration_minutes.n + excluded.n")
+    return out
 
 RELEVANT = ["kind", "state", "env", "started_at", "finished_at", "failed_at", "undone", "restored_at"]
 
@@ -136,7 +153,7 @@ CREATE TABLE stats_days (
     PRIMARY KEY (scope, day)
 );
 -- Successful changes by duration: whole minutes per day (to find the median's minute), whole
--- seconds per day (to find its second, searched by second first).
+-- seconds per minute per day (to find its second: one range of the key).
 CREATE TABLE stats_duration_minutes (
     scope  TEXT   NOT NULL,
     day    BIGINT NOT NULL,
@@ -145,11 +162,12 @@ CREATE TABLE stats_duration_minutes (
     PRIMARY KEY (scope, day, minute)
 );
 CREATE TABLE stats_durations (
-    scope TEXT   NOT NULL,
-    secs  BIGINT NOT NULL,
-    day   BIGINT NOT NULL,
-    n     BIGINT NOT NULL,
-    PRIMARY KEY (scope, secs, day)
+    scope  TEXT   NOT NULL,
+    minute BIGINT NOT NULL,   -- secs / 60: the median's minute is one range of the key
+    day    BIGINT NOT NULL,
+    secs   BIGINT NOT NULL,
+    n      BIGINT NOT NULL,
+    PRIMARY KEY (scope, minute, day, secs)
 );
 """
 
@@ -179,13 +197,13 @@ def sqlite():
     t = lambda s: "    " + s.replace("\n", "\n    ") + ";"
     # Rollups: remove the old row's contribution, add the new one's.
     out.append("CREATE TRIGGER stats_rollup_insert AFTER INSERT ON deployments\n"
-               f"WHEN {counts('NEW')}\nBEGIN\n" + "\n".join(t(s) for s in apply_rows("x", "1", row("NEW"))) + "\nEND;\n")
+               f"WHEN {counts('NEW')}\nBEGIN\n" + "\n".join(t(s) for s in apply_row("NEW", "1")) + "\nEND;\n")
     cond = changed(RELEVANT).replace("IS DISTINCT FROM", "IS NOT")
     out.append(f"CREATE TRIGGER stats_rollup_update AFTER UPDATE OF {', '.join(RELEVANT)} ON deployments\n"
                f"WHEN {cond}\nBEGIN\n"
-               + "\n".join(t(s) for s in apply_rows("x", "-1", row("OLD")) + apply_rows("x", "1", row("NEW"))) + "\nEND;\n")
+               + "\n".join(t(s) for s in apply_row("OLD", "-1") + apply_row("NEW", "1")) + "\nEND;\n")
     out.append("CREATE TRIGGER stats_rollup_delete AFTER DELETE ON deployments\n"
-               f"WHEN {counts('OLD')}\nBEGIN\n" + "\n".join(t(s) for s in apply_rows("x", "-1", row("OLD"))) + "\nEND;\n")
+               f"WHEN {counts('OLD')}\nBEGIN\n" + "\n".join(t(s) for s in apply_row("OLD", "-1")) + "\nEND;\n")
     # undone: a finished /rollback marks what it undid.
     fin_rb = f"NEW.rollback_of IS NOT NULL AND {counts('NEW')}"
     out.append(f"CREATE TRIGGER stats_undone_insert AFTER INSERT ON deployments\nWHEN {fin_rb}\nBEGIN\n{t(undo('NEW'))}\nEND;\n")
@@ -233,7 +251,7 @@ def postgres():
     out.append("CREATE TRIGGER stats_rollup_insert AFTER INSERT ON deployments\n"
                "    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION stats_rollup_insert();\n")
     # UPDATE: row level, only when something /stats reads changed.
-    upd = [ind(s) for s in apply_rows("x", "-1", row("OLD")) + apply_rows("x", "1", row("NEW"))]
+    upd = [ind(s) for s in apply_row("OLD", "-1") + apply_row("NEW", "1")]
     upd.append(f"    IF NEW.rollback_of IS NOT NULL AND {counts('NEW')} THEN\n    {ind(undo('NEW'))}\n    END IF;")
     pf, pf_old = f"{pairing_failure('NEW')} AND {counts('NEW')}", f"{pairing_failure('OLD')} AND {counts('OLD')}"
     upd.append(f"    IF {pf} AND (NOT COALESCE({pf_old}, FALSE) OR OLD.env IS DISTINCT FROM NEW.env "
@@ -247,7 +265,7 @@ def postgres():
                + "\n".join(upd) + "\n    RETURN NULL;\nEND\n$$;\n")
     out.append("CREATE TRIGGER stats_rollup_update AFTER UPDATE ON deployments FOR EACH ROW\n"
                f"    WHEN ({changed(RELEVANT)}) EXECUTE FUNCTION stats_rollup_update();\n")
-    dele = [ind(s) for s in apply_rows("x", "-1", row("OLD"))]
+    dele = [ind(s) for s in apply_row("OLD", "-1")]
     out.append("CREATE FUNCTION stats_rollup_delete() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
                + "\n".join(dele) + "\n    RETURN NULL;\nEND\n$$;\n")
     out.append("CREATE TRIGGER stats_rollup_delete AFTER DELETE ON deployments FOR EACH ROW EXECUTE FUNCTION stats_rollup_delete();\n")

@@ -26,7 +26,7 @@ CREATE TABLE stats_days (
     PRIMARY KEY (scope, day)
 );
 -- Successful changes by duration: whole minutes per day (to find the median's minute), whole
--- seconds per day (to find its second, searched by second first).
+-- seconds per minute per day (to find its second: one range of the key).
 CREATE TABLE stats_duration_minutes (
     scope  TEXT   NOT NULL,
     day    BIGINT NOT NULL,
@@ -35,11 +35,12 @@ CREATE TABLE stats_duration_minutes (
     PRIMARY KEY (scope, day, minute)
 );
 CREATE TABLE stats_durations (
-    scope TEXT   NOT NULL,
-    secs  BIGINT NOT NULL,
-    day   BIGINT NOT NULL,
-    n     BIGINT NOT NULL,
-    PRIMARY KEY (scope, secs, day)
+    scope  TEXT   NOT NULL,
+    minute BIGINT NOT NULL,   -- secs / 60: the median's minute is one range of the key
+    day    BIGINT NOT NULL,
+    secs   BIGINT NOT NULL,
+    n      BIGINT NOT NULL,
+    PRIMARY KEY (scope, minute, day, secs)
 );
 
 
@@ -60,12 +61,12 @@ INSERT INTO stats_days (scope, day, changes, succeeded, failed, completed, rollb
     WHERE x.started_at IS NOT NULL AND x.finished_at IS NOT NULL AND TRUE
     GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (scope, day) DO UPDATE SET changes = stats_days.changes + excluded.changes, succeeded = stats_days.succeeded + excluded.succeeded, failed = stats_days.failed + excluded.failed, completed = stats_days.completed + excluded.completed, rollbacks = stats_days.rollbacks + excluded.rollbacks, restore_ms = stats_days.restore_ms + excluded.restore_ms, restores = stats_days.restores + excluded.restores;
-INSERT INTO stats_durations (scope, secs, day, n)
-    SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, (x.finished_at - x.started_at) / 1000, x.finished_at / 86400000, SUM(1)
+INSERT INTO stats_durations (scope, minute, day, secs, n)
+    SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, (x.finished_at - x.started_at) / 60000, x.finished_at / 86400000, (x.finished_at - x.started_at) / 1000, SUM(1)
     FROM deployments x CROSS JOIN (SELECT 0 AS all_envs UNION ALL SELECT 1) s
     WHERE x.kind = 'deploy' AND x.state = 'succeeded' AND x.started_at IS NOT NULL AND x.finished_at IS NOT NULL AND TRUE
-    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (scope, secs, day) DO UPDATE SET n = stats_durations.n + excluded.n;
+    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (scope, minute, day, secs) DO UPDATE SET n = stats_durations.n + excluded.n;
 INSERT INTO stats_duration_minutes (scope, day, minute, n)
     SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, x.finished_at / 86400000, (x.finished_at - x.started_at) / 60000, SUM(1)
     FROM deployments x CROSS JOIN (SELECT 0 AS all_envs UNION ALL SELECT 1) s
@@ -81,12 +82,12 @@ BEGIN
         WHERE x.started_at IS NOT NULL AND x.finished_at IS NOT NULL AND TRUE
         GROUP BY 1, 2 ORDER BY 1, 2
         ON CONFLICT (scope, day) DO UPDATE SET changes = stats_days.changes + excluded.changes, succeeded = stats_days.succeeded + excluded.succeeded, failed = stats_days.failed + excluded.failed, completed = stats_days.completed + excluded.completed, rollbacks = stats_days.rollbacks + excluded.rollbacks, restore_ms = stats_days.restore_ms + excluded.restore_ms, restores = stats_days.restores + excluded.restores;
-    INSERT INTO stats_durations (scope, secs, day, n)
-        SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, (x.finished_at - x.started_at) / 1000, x.finished_at / 86400000, SUM(1)
+    INSERT INTO stats_durations (scope, minute, day, secs, n)
+        SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, (x.finished_at - x.started_at) / 60000, x.finished_at / 86400000, (x.finished_at - x.started_at) / 1000, SUM(1)
         FROM new_rows x CROSS JOIN (SELECT 0 AS all_envs UNION ALL SELECT 1) s
         WHERE x.kind = 'deploy' AND x.state = 'succeeded' AND x.started_at IS NOT NULL AND x.finished_at IS NOT NULL AND TRUE
-        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-        ON CONFLICT (scope, secs, day) DO UPDATE SET n = stats_durations.n + excluded.n;
+        GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+        ON CONFLICT (scope, minute, day, secs) DO UPDATE SET n = stats_durations.n + excluded.n;
     INSERT INTO stats_duration_minutes (scope, day, minute, n)
         SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, x.finished_at / 86400000, (x.finished_at - x.started_at) / 60000, SUM(1)
         FROM new_rows x CROSS JOIN (SELECT 0 AS all_envs UNION ALL SELECT 1) s
@@ -112,40 +113,44 @@ CREATE TRIGGER stats_rollup_insert AFTER INSERT ON deployments
 CREATE FUNCTION stats_rollup_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO stats_days (scope, day, changes, succeeded, failed, completed, rollbacks, restore_ms, restores)
-        SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, x.finished_at / 86400000, SUM(-1 * (CASE WHEN x.kind = 'deploy' THEN 1 ELSE 0 END)), SUM(-1 * (CASE WHEN x.kind = 'deploy' AND x.state = 'succeeded' AND x.undone = 0 THEN 1 ELSE 0 END)), SUM(-1 * (CASE WHEN x.kind = 'deploy' AND (x.undone = 1 OR x.state IN ('failed', 'rolled_back', 'rollback_failed', 'interrupted')) THEN 1 ELSE 0 END)), SUM(-1 * (CASE WHEN x.kind = 'deploy' AND x.state <> 'cancelled' THEN 1 ELSE 0 END)), SUM(-1 * (CASE WHEN x.kind = 'rollback' THEN 1 ELSE 0 END)), SUM(-1 * (CASE WHEN x.kind = 'deploy' AND x.state = 'rolled_back' AND x.finished_at > COALESCE(x.failed_at, x.finished_at) THEN x.finished_at - COALESCE(x.failed_at, x.finished_at) WHEN x.kind = 'deploy' AND x.state <> 'rolled_back' AND (x.undone = 1 OR x.state IN ('failed', 'rollback_failed', 'interrupted')) AND x.restored_at > COALESCE(x.failed_at, x.finished_at) THEN x.restored_at - COALESCE(x.failed_at, x.finished_at) ELSE 0 END)), SUM(-1 * (CASE WHEN (x.kind = 'deploy' AND x.state = 'rolled_back') OR (x.kind = 'deploy' AND x.state <> 'rolled_back' AND (x.undone = 1 OR x.state IN ('failed', 'rollback_failed', 'interrupted')) AND x.restored_at IS NOT NULL) THEN 1 ELSE 0 END))
-        FROM (SELECT OLD.id AS id, OLD.env AS env, OLD.kind AS kind, OLD.state AS state, OLD.started_at AS started_at, OLD.finished_at AS finished_at, OLD.failed_at AS failed_at, OLD.undone AS undone, OLD.restored_at AS restored_at) x CROSS JOIN (SELECT 0 AS all_envs UNION ALL SELECT 1) s
-        WHERE x.started_at IS NOT NULL AND x.finished_at IS NOT NULL AND TRUE
-        GROUP BY 1, 2 ORDER BY 1, 2
+        SELECT OLD.env, OLD.finished_at / 86400000, -1 * (CASE WHEN OLD.kind = 'deploy' THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND OLD.state = 'succeeded' AND OLD.undone = 0 THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND (OLD.undone = 1 OR OLD.state IN ('failed', 'rolled_back', 'rollback_failed', 'interrupted')) THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND OLD.state <> 'cancelled' THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'rollback' THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND OLD.state = 'rolled_back' AND OLD.finished_at > COALESCE(OLD.failed_at, OLD.finished_at) THEN OLD.finished_at - COALESCE(OLD.failed_at, OLD.finished_at) WHEN OLD.kind = 'deploy' AND OLD.state <> 'rolled_back' AND (OLD.undone = 1 OR OLD.state IN ('failed', 'rollback_failed', 'interrupted')) AND OLD.restored_at > COALESCE(OLD.failed_at, OLD.finished_at) THEN OLD.restored_at - COALESCE(OLD.failed_at, OLD.finished_at) ELSE 0 END), -1 * (CASE WHEN (OLD.kind = 'deploy' AND OLD.state = 'rolled_back') OR (OLD.kind = 'deploy' AND OLD.state <> 'rolled_back' AND (OLD.undone = 1 OR OLD.state IN ('failed', 'rollback_failed', 'interrupted')) AND OLD.restored_at IS NOT NULL) THEN 1 ELSE 0 END)
+        WHERE OLD.started_at IS NOT NULL AND OLD.finished_at IS NOT NULL
         ON CONFLICT (scope, day) DO UPDATE SET changes = stats_days.changes + excluded.changes, succeeded = stats_days.succeeded + excluded.succeeded, failed = stats_days.failed + excluded.failed, completed = stats_days.completed + excluded.completed, rollbacks = stats_days.rollbacks + excluded.rollbacks, restore_ms = stats_days.restore_ms + excluded.restore_ms, restores = stats_days.restores + excluded.restores;
-    INSERT INTO stats_durations (scope, secs, day, n)
-        SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, (x.finished_at - x.started_at) / 1000, x.finished_at / 86400000, SUM(-1)
-        FROM (SELECT OLD.id AS id, OLD.env AS env, OLD.kind AS kind, OLD.state AS state, OLD.started_at AS started_at, OLD.finished_at AS finished_at, OLD.failed_at AS failed_at, OLD.undone AS undone, OLD.restored_at AS restored_at) x CROSS JOIN (SELECT 0 AS all_envs UNION ALL SELECT 1) s
-        WHERE x.kind = 'deploy' AND x.state = 'succeeded' AND x.started_at IS NOT NULL AND x.finished_at IS NOT NULL AND TRUE
-        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-        ON CONFLICT (scope, secs, day) DO UPDATE SET n = stats_durations.n + excluded.n;
+    INSERT INTO stats_durations (scope, minute, day, secs, n)
+        SELECT OLD.env, (OLD.finished_at - OLD.started_at) / 60000, OLD.finished_at / 86400000, (OLD.finished_at - OLD.started_at) / 1000, -1 WHERE OLD.kind = 'deploy' AND OLD.state = 'succeeded' AND OLD.started_at IS NOT NULL AND OLD.finished_at IS NOT NULL
+        ON CONFLICT (scope, minute, day, secs) DO UPDATE SET n = stats_durations.n + excluded.n;
     INSERT INTO stats_duration_minutes (scope, day, minute, n)
-        SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, x.finished_at / 86400000, (x.finished_at - x.started_at) / 60000, SUM(-1)
-        FROM (SELECT OLD.id AS id, OLD.env AS env, OLD.kind AS kind, OLD.state AS state, OLD.started_at AS started_at, OLD.finished_at AS finished_at, OLD.failed_at AS failed_at, OLD.undone AS undone, OLD.restored_at AS restored_at) x CROSS JOIN (SELECT 0 AS all_envs UNION ALL SELECT 1) s
-        WHERE x.kind = 'deploy' AND x.state = 'succeeded' AND x.started_at IS NOT NULL AND x.finished_at IS NOT NULL AND TRUE
-        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        SELECT OLD.env, OLD.finished_at / 86400000, (OLD.finished_at - OLD.started_at) / 60000, -1 WHERE OLD.kind = 'deploy' AND OLD.state = 'succeeded' AND OLD.started_at IS NOT NULL AND OLD.finished_at IS NOT NULL
         ON CONFLICT (scope, day, minute) DO UPDATE SET n = stats_duration_minutes.n + excluded.n;
     INSERT INTO stats_days (scope, day, changes, succeeded, failed, completed, rollbacks, restore_ms, restores)
-        SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, x.finished_at / 86400000, SUM(1 * (CASE WHEN x.kind = 'deploy' THEN 1 ELSE 0 END)), SUM(1 * (CASE WHEN x.kind = 'deploy' AND x.state = 'succeeded' AND x.undone = 0 THEN 1 ELSE 0 END)), SUM(1 * (CASE WHEN x.kind = 'deploy' AND (x.undone = 1 OR x.state IN ('failed', 'rolled_back', 'rollback_failed', 'interrupted')) THEN 1 ELSE 0 END)), SUM(1 * (CASE WHEN x.kind = 'deploy' AND x.state <> 'cancelled' THEN 1 ELSE 0 END)), SUM(1 * (CASE WHEN x.kind = 'rollback' THEN 1 ELSE 0 END)), SUM(1 * (CASE WHEN x.kind = 'deploy' AND x.state = 'rolled_back' AND x.finished_at > COALESCE(x.failed_at, x.finished_at) THEN x.finished_at - COALESCE(x.failed_at, x.finished_at) WHEN x.kind = 'deploy' AND x.state <> 'rolled_back' AND (x.undone = 1 OR x.state IN ('failed', 'rollback_failed', 'interrupted')) AND x.restored_at > COALESCE(x.failed_at, x.finished_at) THEN x.restored_at - COALESCE(x.failed_at, x.finished_at) ELSE 0 END)), SUM(1 * (CASE WHEN (x.kind = 'deploy' AND x.state = 'rolled_back') OR (x.kind = 'deploy' AND x.state <> 'rolled_back' AND (x.undone = 1 OR x.state IN ('failed', 'rollback_failed', 'interrupted')) AND x.restored_at IS NOT NULL) THEN 1 ELSE 0 END))
-        FROM (SELECT NEW.id AS id, NEW.env AS env, NEW.kind AS kind, NEW.state AS state, NEW.started_at AS started_at, NEW.finished_at AS finished_at, NEW.failed_at AS failed_at, NEW.undone AS undone, NEW.restored_at AS restored_at) x CROSS JOIN (SELECT 0 AS all_envs UNION ALL SELECT 1) s
-        WHERE x.started_at IS NOT NULL AND x.finished_at IS NOT NULL AND TRUE
-        GROUP BY 1, 2 ORDER BY 1, 2
+        SELECT '*', OLD.finished_at / 86400000, -1 * (CASE WHEN OLD.kind = 'deploy' THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND OLD.state = 'succeeded' AND OLD.undone = 0 THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND (OLD.undone = 1 OR OLD.state IN ('failed', 'rolled_back', 'rollback_failed', 'interrupted')) THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND OLD.state <> 'cancelled' THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'rollback' THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND OLD.state = 'rolled_back' AND OLD.finished_at > COALESCE(OLD.failed_at, OLD.finished_at) THEN OLD.finished_at - COALESCE(OLD.failed_at, OLD.finished_at) WHEN OLD.kind = 'deploy' AND OLD.state <> 'rolled_back' AND (OLD.undone = 1 OR OLD.state IN ('failed', 'rollback_failed', 'interrupted')) AND OLD.restored_at > COALESCE(OLD.failed_at, OLD.finished_at) THEN OLD.restored_at - COALESCE(OLD.failed_at, OLD.finished_at) ELSE 0 END), -1 * (CASE WHEN (OLD.kind = 'deploy' AND OLD.state = 'rolled_back') OR (OLD.kind = 'deploy' AND OLD.state <> 'rolled_back' AND (OLD.undone = 1 OR OLD.state IN ('failed', 'rollback_failed', 'interrupted')) AND OLD.restored_at IS NOT NULL) THEN 1 ELSE 0 END)
+        WHERE OLD.started_at IS NOT NULL AND OLD.finished_at IS NOT NULL
         ON CONFLICT (scope, day) DO UPDATE SET changes = stats_days.changes + excluded.changes, succeeded = stats_days.succeeded + excluded.succeeded, failed = stats_days.failed + excluded.failed, completed = stats_days.completed + excluded.completed, rollbacks = stats_days.rollbacks + excluded.rollbacks, restore_ms = stats_days.restore_ms + excluded.restore_ms, restores = stats_days.restores + excluded.restores;
-    INSERT INTO stats_durations (scope, secs, day, n)
-        SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, (x.finished_at - x.started_at) / 1000, x.finished_at / 86400000, SUM(1)
-        FROM (SELECT NEW.id AS id, NEW.env AS env, NEW.kind AS kind, NEW.state AS state, NEW.started_at AS started_at, NEW.finished_at AS finished_at, NEW.failed_at AS failed_at, NEW.undone AS undone, NEW.restored_at AS restored_at) x CROSS JOIN (SELECT 0 AS all_envs UNION ALL SELECT 1) s
-        WHERE x.kind = 'deploy' AND x.state = 'succeeded' AND x.started_at IS NOT NULL AND x.finished_at IS NOT NULL AND TRUE
-        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-        ON CONFLICT (scope, secs, day) DO UPDATE SET n = stats_durations.n + excluded.n;
+    INSERT INTO stats_durations (scope, minute, day, secs, n)
+        SELECT '*', (OLD.finished_at - OLD.started_at) / 60000, OLD.finished_at / 86400000, (OLD.finished_at - OLD.started_at) / 1000, -1 WHERE OLD.kind = 'deploy' AND OLD.state = 'succeeded' AND OLD.started_at IS NOT NULL AND OLD.finished_at IS NOT NULL
+        ON CONFLICT (scope, minute, day, secs) DO UPDATE SET n = stats_durations.n + excluded.n;
     INSERT INTO stats_duration_minutes (scope, day, minute, n)
-        SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, x.finished_at / 86400000, (x.finished_at - x.started_at) / 60000, SUM(1)
-        FROM (SELECT NEW.id AS id, NEW.env AS env, NEW.kind AS kind, NEW.state AS state, NEW.started_at AS started_at, NEW.finished_at AS finished_at, NEW.failed_at AS failed_at, NEW.undone AS undone, NEW.restored_at AS restored_at) x CROSS JOIN (SELECT 0 AS all_envs UNION ALL SELECT 1) s
-        WHERE x.kind = 'deploy' AND x.state = 'succeeded' AND x.started_at IS NOT NULL AND x.finished_at IS NOT NULL AND TRUE
-        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        SELECT '*', OLD.finished_at / 86400000, (OLD.finished_at - OLD.started_at) / 60000, -1 WHERE OLD.kind = 'deploy' AND OLD.state = 'succeeded' AND OLD.started_at IS NOT NULL AND OLD.finished_at IS NOT NULL
+        ON CONFLICT (scope, day, minute) DO UPDATE SET n = stats_duration_minutes.n + excluded.n;
+    INSERT INTO stats_days (scope, day, changes, succeeded, failed, completed, rollbacks, restore_ms, restores)
+        SELECT NEW.env, NEW.finished_at / 86400000, 1 * (CASE WHEN NEW.kind = 'deploy' THEN 1 ELSE 0 END), 1 * (CASE WHEN NEW.kind = 'deploy' AND NEW.state = 'succeeded' AND NEW.undone = 0 THEN 1 ELSE 0 END), 1 * (CASE WHEN NEW.kind = 'deploy' AND (NEW.undone = 1 OR NEW.state IN ('failed', 'rolled_back', 'rollback_failed', 'interrupted')) THEN 1 ELSE 0 END), 1 * (CASE WHEN NEW.kind = 'deploy' AND NEW.state <> 'cancelled' THEN 1 ELSE 0 END), 1 * (CASE WHEN NEW.kind = 'rollback' THEN 1 ELSE 0 END), 1 * (CASE WHEN NEW.kind = 'deploy' AND NEW.state = 'rolled_back' AND NEW.finished_at > COALESCE(NEW.failed_at, NEW.finished_at) THEN NEW.finished_at - COALESCE(NEW.failed_at, NEW.finished_at) WHEN NEW.kind = 'deploy' AND NEW.state <> 'rolled_back' AND (NEW.undone = 1 OR NEW.state IN ('failed', 'rollback_failed', 'interrupted')) AND NEW.restored_at > COALESCE(NEW.failed_at, NEW.finished_at) THEN NEW.restored_at - COALESCE(NEW.failed_at, NEW.finished_at) ELSE 0 END), 1 * (CASE WHEN (NEW.kind = 'deploy' AND NEW.state = 'rolled_back') OR (NEW.kind = 'deploy' AND NEW.state <> 'rolled_back' AND (NEW.undone = 1 OR NEW.state IN ('failed', 'rollback_failed', 'interrupted')) AND NEW.restored_at IS NOT NULL) THEN 1 ELSE 0 END)
+        WHERE NEW.started_at IS NOT NULL AND NEW.finished_at IS NOT NULL
+        ON CONFLICT (scope, day) DO UPDATE SET changes = stats_days.changes + excluded.changes, succeeded = stats_days.succeeded + excluded.succeeded, failed = stats_days.failed + excluded.failed, completed = stats_days.completed + excluded.completed, rollbacks = stats_days.rollbacks + excluded.rollbacks, restore_ms = stats_days.restore_ms + excluded.restore_ms, restores = stats_days.restores + excluded.restores;
+    INSERT INTO stats_durations (scope, minute, day, secs, n)
+        SELECT NEW.env, (NEW.finished_at - NEW.started_at) / 60000, NEW.finished_at / 86400000, (NEW.finished_at - NEW.started_at) / 1000, 1 WHERE NEW.kind = 'deploy' AND NEW.state = 'succeeded' AND NEW.started_at IS NOT NULL AND NEW.finished_at IS NOT NULL
+        ON CONFLICT (scope, minute, day, secs) DO UPDATE SET n = stats_durations.n + excluded.n;
+    INSERT INTO stats_duration_minutes (scope, day, minute, n)
+        SELECT NEW.env, NEW.finished_at / 86400000, (NEW.finished_at - NEW.started_at) / 60000, 1 WHERE NEW.kind = 'deploy' AND NEW.state = 'succeeded' AND NEW.started_at IS NOT NULL AND NEW.finished_at IS NOT NULL
+        ON CONFLICT (scope, day, minute) DO UPDATE SET n = stats_duration_minutes.n + excluded.n;
+    INSERT INTO stats_days (scope, day, changes, succeeded, failed, completed, rollbacks, restore_ms, restores)
+        SELECT '*', NEW.finished_at / 86400000, 1 * (CASE WHEN NEW.kind = 'deploy' THEN 1 ELSE 0 END), 1 * (CASE WHEN NEW.kind = 'deploy' AND NEW.state = 'succeeded' AND NEW.undone = 0 THEN 1 ELSE 0 END), 1 * (CASE WHEN NEW.kind = 'deploy' AND (NEW.undone = 1 OR NEW.state IN ('failed', 'rolled_back', 'rollback_failed', 'interrupted')) THEN 1 ELSE 0 END), 1 * (CASE WHEN NEW.kind = 'deploy' AND NEW.state <> 'cancelled' THEN 1 ELSE 0 END), 1 * (CASE WHEN NEW.kind = 'rollback' THEN 1 ELSE 0 END), 1 * (CASE WHEN NEW.kind = 'deploy' AND NEW.state = 'rolled_back' AND NEW.finished_at > COALESCE(NEW.failed_at, NEW.finished_at) THEN NEW.finished_at - COALESCE(NEW.failed_at, NEW.finished_at) WHEN NEW.kind = 'deploy' AND NEW.state <> 'rolled_back' AND (NEW.undone = 1 OR NEW.state IN ('failed', 'rollback_failed', 'interrupted')) AND NEW.restored_at > COALESCE(NEW.failed_at, NEW.finished_at) THEN NEW.restored_at - COALESCE(NEW.failed_at, NEW.finished_at) ELSE 0 END), 1 * (CASE WHEN (NEW.kind = 'deploy' AND NEW.state = 'rolled_back') OR (NEW.kind = 'deploy' AND NEW.state <> 'rolled_back' AND (NEW.undone = 1 OR NEW.state IN ('failed', 'rollback_failed', 'interrupted')) AND NEW.restored_at IS NOT NULL) THEN 1 ELSE 0 END)
+        WHERE NEW.started_at IS NOT NULL AND NEW.finished_at IS NOT NULL
+        ON CONFLICT (scope, day) DO UPDATE SET changes = stats_days.changes + excluded.changes, succeeded = stats_days.succeeded + excluded.succeeded, failed = stats_days.failed + excluded.failed, completed = stats_days.completed + excluded.completed, rollbacks = stats_days.rollbacks + excluded.rollbacks, restore_ms = stats_days.restore_ms + excluded.restore_ms, restores = stats_days.restores + excluded.restores;
+    INSERT INTO stats_durations (scope, minute, day, secs, n)
+        SELECT '*', (NEW.finished_at - NEW.started_at) / 60000, NEW.finished_at / 86400000, (NEW.finished_at - NEW.started_at) / 1000, 1 WHERE NEW.kind = 'deploy' AND NEW.state = 'succeeded' AND NEW.started_at IS NOT NULL AND NEW.finished_at IS NOT NULL
+        ON CONFLICT (scope, minute, day, secs) DO UPDATE SET n = stats_durations.n + excluded.n;
+    INSERT INTO stats_duration_minutes (scope, day, minute, n)
+        SELECT '*', NEW.finished_at / 86400000, (NEW.finished_at - NEW.started_at) / 60000, 1 WHERE NEW.kind = 'deploy' AND NEW.state = 'succeeded' AND NEW.started_at IS NOT NULL AND NEW.finished_at IS NOT NULL
         ON CONFLICT (scope, day, minute) DO UPDATE SET n = stats_duration_minutes.n + excluded.n;
     IF NEW.rollback_of IS NOT NULL AND NEW.started_at IS NOT NULL AND NEW.finished_at IS NOT NULL THEN
         UPDATE deployments SET undone = 1 WHERE id = NEW.rollback_of AND env = NEW.env AND undone = 0;
@@ -167,22 +172,24 @@ CREATE TRIGGER stats_rollup_update AFTER UPDATE ON deployments FOR EACH ROW
 CREATE FUNCTION stats_rollup_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO stats_days (scope, day, changes, succeeded, failed, completed, rollbacks, restore_ms, restores)
-        SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, x.finished_at / 86400000, SUM(-1 * (CASE WHEN x.kind = 'deploy' THEN 1 ELSE 0 END)), SUM(-1 * (CASE WHEN x.kind = 'deploy' AND x.state = 'succeeded' AND x.undone = 0 THEN 1 ELSE 0 END)), SUM(-1 * (CASE WHEN x.kind = 'deploy' AND (x.undone = 1 OR x.state IN ('failed', 'rolled_back', 'rollback_failed', 'interrupted')) THEN 1 ELSE 0 END)), SUM(-1 * (CASE WHEN x.kind = 'deploy' AND x.state <> 'cancelled' THEN 1 ELSE 0 END)), SUM(-1 * (CASE WHEN x.kind = 'rollback' THEN 1 ELSE 0 END)), SUM(-1 * (CASE WHEN x.kind = 'deploy' AND x.state = 'rolled_back' AND x.finished_at > COALESCE(x.failed_at, x.finished_at) THEN x.finished_at - COALESCE(x.failed_at, x.finished_at) WHEN x.kind = 'deploy' AND x.state <> 'rolled_back' AND (x.undone = 1 OR x.state IN ('failed', 'rollback_failed', 'interrupted')) AND x.restored_at > COALESCE(x.failed_at, x.finished_at) THEN x.restored_at - COALESCE(x.failed_at, x.finished_at) ELSE 0 END)), SUM(-1 * (CASE WHEN (x.kind = 'deploy' AND x.state = 'rolled_back') OR (x.kind = 'deploy' AND x.state <> 'rolled_back' AND (x.undone = 1 OR x.state IN ('failed', 'rollback_failed', 'interrupted')) AND x.restored_at IS NOT NULL) THEN 1 ELSE 0 END))
-        FROM (SELECT OLD.id AS id, OLD.env AS env, OLD.kind AS kind, OLD.state AS state, OLD.started_at AS started_at, OLD.finished_at AS finished_at, OLD.failed_at AS failed_at, OLD.undone AS undone, OLD.restored_at AS restored_at) x CROSS JOIN (SELECT 0 AS all_envs UNION ALL SELECT 1) s
-        WHERE x.started_at IS NOT NULL AND x.finished_at IS NOT NULL AND TRUE
-        GROUP BY 1, 2 ORDER BY 1, 2
+        SELECT OLD.env, OLD.finished_at / 86400000, -1 * (CASE WHEN OLD.kind = 'deploy' THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND OLD.state = 'succeeded' AND OLD.undone = 0 THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND (OLD.undone = 1 OR OLD.state IN ('failed', 'rolled_back', 'rollback_failed', 'interrupted')) THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND OLD.state <> 'cancelled' THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'rollback' THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND OLD.state = 'rolled_back' AND OLD.finished_at > COALESCE(OLD.failed_at, OLD.finished_at) THEN OLD.finished_at - COALESCE(OLD.failed_at, OLD.finished_at) WHEN OLD.kind = 'deploy' AND OLD.state <> 'rolled_back' AND (OLD.undone = 1 OR OLD.state IN ('failed', 'rollback_failed', 'interrupted')) AND OLD.restored_at > COALESCE(OLD.failed_at, OLD.finished_at) THEN OLD.restored_at - COALESCE(OLD.failed_at, OLD.finished_at) ELSE 0 END), -1 * (CASE WHEN (OLD.kind = 'deploy' AND OLD.state = 'rolled_back') OR (OLD.kind = 'deploy' AND OLD.state <> 'rolled_back' AND (OLD.undone = 1 OR OLD.state IN ('failed', 'rollback_failed', 'interrupted')) AND OLD.restored_at IS NOT NULL) THEN 1 ELSE 0 END)
+        WHERE OLD.started_at IS NOT NULL AND OLD.finished_at IS NOT NULL
         ON CONFLICT (scope, day) DO UPDATE SET changes = stats_days.changes + excluded.changes, succeeded = stats_days.succeeded + excluded.succeeded, failed = stats_days.failed + excluded.failed, completed = stats_days.completed + excluded.completed, rollbacks = stats_days.rollbacks + excluded.rollbacks, restore_ms = stats_days.restore_ms + excluded.restore_ms, restores = stats_days.restores + excluded.restores;
-    INSERT INTO stats_durations (scope, secs, day, n)
-        SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, (x.finished_at - x.started_at) / 1000, x.finished_at / 86400000, SUM(-1)
-        FROM (SELECT OLD.id AS id, OLD.env AS env, OLD.kind AS kind, OLD.state AS state, OLD.started_at AS started_at, OLD.finished_at AS finished_at, OLD.failed_at AS failed_at, OLD.undone AS undone, OLD.restored_at AS restored_at) x CROSS JOIN (SELECT 0 AS all_envs UNION ALL SELECT 1) s
-        WHERE x.kind = 'deploy' AND x.state = 'succeeded' AND x.started_at IS NOT NULL AND x.finished_at IS NOT NULL AND TRUE
-        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-        ON CONFLICT (scope, secs, day) DO UPDATE SET n = stats_durations.n + excluded.n;
+    INSERT INTO stats_durations (scope, minute, day, secs, n)
+        SELECT OLD.env, (OLD.finished_at - OLD.started_at) / 60000, OLD.finished_at / 86400000, (OLD.finished_at - OLD.started_at) / 1000, -1 WHERE OLD.kind = 'deploy' AND OLD.state = 'succeeded' AND OLD.started_at IS NOT NULL AND OLD.finished_at IS NOT NULL
+        ON CONFLICT (scope, minute, day, secs) DO UPDATE SET n = stats_durations.n + excluded.n;
     INSERT INTO stats_duration_minutes (scope, day, minute, n)
-        SELECT CASE WHEN s.all_envs = 1 THEN '*' ELSE x.env END, x.finished_at / 86400000, (x.finished_at - x.started_at) / 60000, SUM(-1)
-        FROM (SELECT OLD.id AS id, OLD.env AS env, OLD.kind AS kind, OLD.state AS state, OLD.started_at AS started_at, OLD.finished_at AS finished_at, OLD.failed_at AS failed_at, OLD.undone AS undone, OLD.restored_at AS restored_at) x CROSS JOIN (SELECT 0 AS all_envs UNION ALL SELECT 1) s
-        WHERE x.kind = 'deploy' AND x.state = 'succeeded' AND x.started_at IS NOT NULL AND x.finished_at IS NOT NULL AND TRUE
-        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        SELECT OLD.env, OLD.finished_at / 86400000, (OLD.finished_at - OLD.started_at) / 60000, -1 WHERE OLD.kind = 'deploy' AND OLD.state = 'succeeded' AND OLD.started_at IS NOT NULL AND OLD.finished_at IS NOT NULL
+        ON CONFLICT (scope, day, minute) DO UPDATE SET n = stats_duration_minutes.n + excluded.n;
+    INSERT INTO stats_days (scope, day, changes, succeeded, failed, completed, rollbacks, restore_ms, restores)
+        SELECT '*', OLD.finished_at / 86400000, -1 * (CASE WHEN OLD.kind = 'deploy' THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND OLD.state = 'succeeded' AND OLD.undone = 0 THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND (OLD.undone = 1 OR OLD.state IN ('failed', 'rolled_back', 'rollback_failed', 'interrupted')) THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND OLD.state <> 'cancelled' THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'rollback' THEN 1 ELSE 0 END), -1 * (CASE WHEN OLD.kind = 'deploy' AND OLD.state = 'rolled_back' AND OLD.finished_at > COALESCE(OLD.failed_at, OLD.finished_at) THEN OLD.finished_at - COALESCE(OLD.failed_at, OLD.finished_at) WHEN OLD.kind = 'deploy' AND OLD.state <> 'rolled_back' AND (OLD.undone = 1 OR OLD.state IN ('failed', 'rollback_failed', 'interrupted')) AND OLD.restored_at > COALESCE(OLD.failed_at, OLD.finished_at) THEN OLD.restored_at - COALESCE(OLD.failed_at, OLD.finished_at) ELSE 0 END), -1 * (CASE WHEN (OLD.kind = 'deploy' AND OLD.state = 'rolled_back') OR (OLD.kind = 'deploy' AND OLD.state <> 'rolled_back' AND (OLD.undone = 1 OR OLD.state IN ('failed', 'rollback_failed', 'interrupted')) AND OLD.restored_at IS NOT NULL) THEN 1 ELSE 0 END)
+        WHERE OLD.started_at IS NOT NULL AND OLD.finished_at IS NOT NULL
+        ON CONFLICT (scope, day) DO UPDATE SET changes = stats_days.changes + excluded.changes, succeeded = stats_days.succeeded + excluded.succeeded, failed = stats_days.failed + excluded.failed, completed = stats_days.completed + excluded.completed, rollbacks = stats_days.rollbacks + excluded.rollbacks, restore_ms = stats_days.restore_ms + excluded.restore_ms, restores = stats_days.restores + excluded.restores;
+    INSERT INTO stats_durations (scope, minute, day, secs, n)
+        SELECT '*', (OLD.finished_at - OLD.started_at) / 60000, OLD.finished_at / 86400000, (OLD.finished_at - OLD.started_at) / 1000, -1 WHERE OLD.kind = 'deploy' AND OLD.state = 'succeeded' AND OLD.started_at IS NOT NULL AND OLD.finished_at IS NOT NULL
+        ON CONFLICT (scope, minute, day, secs) DO UPDATE SET n = stats_durations.n + excluded.n;
+    INSERT INTO stats_duration_minutes (scope, day, minute, n)
+        SELECT '*', OLD.finished_at / 86400000, (OLD.finished_at - OLD.started_at) / 60000, -1 WHERE OLD.kind = 'deploy' AND OLD.state = 'succeeded' AND OLD.started_at IS NOT NULL AND OLD.finished_at IS NOT NULL
         ON CONFLICT (scope, day, minute) DO UPDATE SET n = stats_duration_minutes.n + excluded.n;
     RETURN NULL;
 END

@@ -284,7 +284,7 @@ impl Engine {
         if list.iter().any(|a| a == "*" || a == user) {
             return Ok(true);
         }
-        for g in list.iter().filter_map(|a| a.strip_prefix("group:")) {
+        for g in list.iter().filter_map(|a| crate::approval::group_id(a)) {
             if self.chat.in_group(user, g).await.unwrap_or(false) {
                 return Ok(true);
             }
@@ -562,7 +562,12 @@ impl Engine {
         let d = self.store.deployment(id).await?.context("deployment vanished")?;
         let steps = self.store.steps(id).await?;
         let services = self.store.deployment_services(id).await?;
-        let approvers: Vec<String> = self.store.votes(id).await?.into_iter().filter(|v| v.vote == VoteKind::Approve).map(|v| v.user_name).collect();
+        // Only a deployment that asked for approval has votes to show: the others skip the read.
+        let approvers: Vec<String> = if d.approvals_required > 0 {
+            self.store.votes(id).await?.into_iter().filter(|v| v.vote == VoteKind::Approve).map(|v| v.user_name).collect()
+        } else {
+            Vec::new()
+        };
         let text = render::progress(&d, &steps, &services, &approvers, self.tz());
         let channel = self.channel_of(&d);
         // How far the deployment had got when it was read: its transitions, then its steps (both
@@ -692,7 +697,7 @@ impl Engine {
             }
             Eligibility::NotAnApprover => {
                 if added {
-                    self.thread(&d, &format!("ignored:{}", user.id), &format!("{}'s reaction does not count: they are not an approver for {} (approvers: {}).", render::mention(&user.id), d.env, rule.approvers.join(", "))).await?;
+                    self.thread(&d, &format!("ignored:{}", user.id), &format!("{}'s reaction does not count: they are not an approver for {} (approvers: {}).", render::mention(&user.id), d.env, access::people(&rule.approvers))).await?;
                 }
                 return Ok(());
             }

@@ -14,6 +14,7 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::model::*;
 
 mod history;
+mod interactions;
 mod outbox;
 mod releases;
 mod seed;
@@ -1066,7 +1067,7 @@ impl Store {
             ("history: rolled back by", rollbacks_of_sql(), vec![Param::Int(1)]),
             ("claim_job", claim_sql(self.dialect), vec![Param::Text("explain".into()), Param::Int(since), Param::Int(since), Param::Int(16)]),
         ];
-        queries.extend(Store::stats_queries(env, since));
+        queries.extend(Store::stats_queries(self.dialect, env, since));
         let mut out = Vec::with_capacity(queries.len());
         for (name, sql, params) in queries {
             let explain = format!("{prefix}{sql}");

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use sqlx::Row;
 
 use super::history::{self, Stats, StatsCounts, StatsInput};
-use super::{deployment_from_row, Store, DEPLOYMENT_COLUMNS};
+use super::{deployment_from_row, Dialect, Store, DEPLOYMENT_COLUMNS};
 use crate::model::{DeploymentKind, DeploymentState, Millis};
 
 pub(super) const DAY_MS: i64 = 86_400_000;
@@ -73,6 +73,22 @@ impl RowFacts {
             durations.push(self.finished_at - self.started_at);
         }
     }
+}
+
+/// The longest (`MAX`) or shortest (`MIN`) successful change of the window within one second of
+/// durations: the top or bottom of that second's range of `deployments_success_duration`. SQLite
+/// is told the index (`INDEXED BY`): without `ANALYZE` statistics it prefers the window's range of
+/// `deployments_finished`, a year of rows instead of one second's.
+fn duration_edge_sql(dialect: Dialect, edge: &str, by_env: bool) -> String {
+    let indexed = match dialect {
+        Dialect::Sqlite => " INDEXED BY deployments_success_duration",
+        Dialect::Postgres => "",
+    };
+    let env_filter = if by_env { " AND env = $4" } else { "" };
+    format!(
+        "SELECT {edge}(finished_at - started_at) FROM deployments{indexed} WHERE kind = 'deploy' AND state = 'succeeded' \
+         AND (finished_at - started_at) >= $1 AND (finished_at - started_at) < $2 AND finished_at >= $3{env_filter}"
+    )
 }
 
 /// Which ranks (0-based, in duration order) the median is made of.
@@ -188,11 +204,10 @@ impl Store {
             }
             let mut secs: BTreeMap<i64, i64> = BTreeMap::new();
             for r in sqlx::query(
-                "SELECT secs, CAST(SUM(n) AS BIGINT) FROM stats_durations WHERE scope = $1 AND secs >= $2 AND secs < $3 AND day >= $4 GROUP BY secs",
+                "SELECT secs, CAST(SUM(n) AS BIGINT) FROM stats_durations WHERE scope = $1 AND minute = $2 AND day >= $3 GROUP BY secs",
             )
             .bind(scope)
-            .bind(m * 60)
-            .bind(m * 60 + 60)
+            .bind(m)
             .bind(first_whole_day)
             .fetch_all(&self.pool)
             .await
@@ -219,11 +234,7 @@ impl Store {
     }
 
     async fn duration_edge(&self, env: Option<&str>, since: Millis, second: i64, edge: &str) -> Result<i64> {
-        let env_filter = if env.is_some() { " AND env = $4" } else { "" };
-        let sql = format!(
-            "SELECT {edge}(finished_at - started_at) FROM deployments WHERE kind = 'deploy' AND state = 'succeeded' \
-             AND (finished_at - started_at) >= $1 AND (finished_at - started_at) < $2 AND finished_at >= $3{env_filter}"
-        );
+        let sql = duration_edge_sql(self.dialect, edge, env.is_some());
         let mut q = sqlx::query(&sql).bind(second * 1000).bind(second * 1000 + 1000).bind(since);
         if let Some(e) = env {
             q = q.bind(e.to_string());
@@ -264,7 +275,7 @@ impl Store {
     }
 
     /// The database's plans of the queries behind `/stats` (see [`Store::query_plans`]).
-    pub(super) fn stats_queries(env: &str, since: Millis) -> Vec<(&'static str, String, Vec<super::Param>)> {
+    pub(super) fn stats_queries(dialect: Dialect, env: &str, since: Millis) -> Vec<(&'static str, String, Vec<super::Param>)> {
         use super::Param::{Int, Text};
         let day = since.div_euclid(DAY_MS) + 1;
         vec![
@@ -283,16 +294,10 @@ impl Store {
             ),
             (
                 "stats: median second",
-                "SELECT secs, SUM(n) FROM stats_durations WHERE scope = $1 AND secs >= $2 AND secs < $3 AND day >= $4 GROUP BY secs".into(),
-                vec![Text(env.into()), Int(60), Int(120), Int(day)],
+                "SELECT secs, SUM(n) FROM stats_durations WHERE scope = $1 AND minute = $2 AND day >= $3 GROUP BY secs".into(),
+                vec![Text(env.into()), Int(1), Int(day)],
             ),
-            (
-                "stats: median milliseconds",
-                "SELECT MAX(finished_at - started_at) FROM deployments WHERE kind = 'deploy' AND state = 'succeeded' \
-                 AND (finished_at - started_at) >= $1 AND (finished_at - started_at) < $2 AND finished_at >= $3 AND env = $4"
-                    .into(),
-                vec![Int(60_000), Int(61_000), Int(since), Text(env.into())],
-            ),
+            ("stats: median milliseconds", duration_edge_sql(dialect, "MAX", true), vec![Int(60_000), Int(61_000), Int(since), Text(env.into())]),
         ]
     }
 }
