@@ -29,8 +29,9 @@ use crate::targets::DeployTarget;
 /// environment refuses deployments with the reason.
 pub async fn build_targets(config: &Config) -> BTreeMap<deploybot_commands::EnvName, Arc<dyn DeployTarget>> {
     let mut out = BTreeMap::new();
+    let registry = config.registry.clone().map(|r| Arc::new(crate::registry::RegistryAuth::new(r, config.vars.clone())));
     for env in config.environments.values() {
-        match crate::targets::build(&env.target, &config.vars).await {
+        match crate::targets::build(&env.target, &config.vars, registry.clone()).await {
             Ok(t) => {
                 out.insert(env.name.clone(), t);
             }

@@ -238,6 +238,9 @@ pub struct ServiceConfig {
     /// Deploy order: lower first; ties by name. The runbook deploys the backend before the frontend.
     #[serde(default = "default_order")]
     pub order: u32,
+    /// How `/release` builds its image.
+    #[serde(default)]
+    pub build: Option<crate::release::BuildConfig>,
 }
 
 fn default_order() -> u32 {
@@ -404,6 +407,10 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub services: BTreeMap<ServiceName, ServiceConfig>,
     pub environments: BTreeMap<EnvName, Environment>,
+    /// `[registry]`: credentials for the image check, pulls and `/release` pushes.
+    pub registry: Option<crate::registry::RegistryConfig>,
+    /// `[release]`: what `/release` tags and where.
+    pub release: Option<crate::release::ReleaseConfig>,
     /// Where `${VAR}` references are read when a part starts: the process environment unless a
     /// caller (a test) gives them explicitly.
     pub vars: crate::secrets::Vars,
@@ -539,6 +546,9 @@ impl Config {
         }
         if let Some(t) = &self.alerts.webhook_token {
             out.push(("alerts.webhook_token".to_string(), t));
+        }
+        if let Some(p) = self.registry.as_ref().and_then(|r| r.password.as_ref()) {
+            out.push(("registry.password".to_string(), p));
         }
         out
     }
@@ -717,10 +727,24 @@ impl Validator {
         for (p, msg) in alerts.validate() {
             self.problem(format!("alerts.{p}"), msg);
         }
+        let registry: Option<crate::registry::RegistryConfig> = self.optional_section("registry", root.remove("registry"));
+        for (p, msg) in registry.iter().flat_map(|r| r.validate()) {
+            self.problem(format!("registry.{p}"), msg);
+        }
+        let release: Option<crate::release::ReleaseConfig> = self.optional_section("release", root.remove("release"));
+        for (p, msg) in release.iter().flat_map(|r| r.validate()) {
+            self.problem(format!("release.{p}"), msg);
+        }
+        if let Some(list) = release.as_ref().and_then(|r| r.releasers.as_ref()) {
+            self.approver_list("release.releasers", list);
+        }
         let services_raw = root.remove("services");
         let envs_raw = root.remove("environments");
         for key in root.keys() {
-            self.problem(key.clone(), format!("unknown section `{key}`, expected one of `bot`, `chat`, `reactions`, `alerts`, `services`, `environments`"));
+            self.problem(
+                key.clone(),
+                format!("unknown section `{key}`, expected one of `bot`, `chat`, `reactions`, `alerts`, `registry`, `release`, `services`, `environments`"),
+            );
         }
 
         let bot_timezone = self.bot(&bot);
@@ -755,6 +779,8 @@ impl Validator {
             alerts,
             services,
             environments: environments?,
+            registry,
+            release,
             vars: crate::secrets::Vars::process(),
         })
     }
@@ -863,6 +889,9 @@ impl Validator {
                 }
             };
             if let Some(svc) = self.section::<ServiceConfig>(&path, value) {
+                for (p, msg) in svc.build.iter().flat_map(|b| b.validate()) {
+                    self.problem(format!("{path}.build.{p}"), msg);
+                }
                 if svc.image.is_empty() || svc.image.contains(':') && !svc.image.contains('/') || svc.image.ends_with(':') {
                     self.problem(format!("{path}.image"), format!("\"{}\" is not an image repository (no tag: the version is the tag)", svc.image));
                 } else if svc.image.rsplit('/').next().is_some_and(|last| last.contains(':') || last.contains('@')) {

@@ -28,6 +28,7 @@ pub mod model;
 pub mod monitor;
 pub mod policy;
 pub mod registry;
+pub mod release;
 pub mod secrets;
 pub mod store;
 pub mod targets;

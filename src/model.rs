@@ -381,4 +381,8 @@ pub struct HistoryEntry {
     /// absent from JSON when the deployment ran no migration step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub migrations: Option<String>,
+    /// The digests `/release` recorded for the version, shortened ("backend sha256:0123456789ab, …");
+    /// absent from JSON when the version was not released by the bot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<String>,
 }

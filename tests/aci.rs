@@ -56,7 +56,7 @@ async fn arm(provisioning: Provisioning) -> ArmDouble {
 }
 
 fn deploy_request(version: &str) -> DeployRequest {
-    DeployRequest { deployment_id: 9, env: "production".into(), service: backend(), image: REPO.into(), version: version.into(), previous: None }
+    DeployRequest { deployment_id: 9, env: "production".into(), service: backend(), image: REPO.into(), version: version.into(), digest: None, previous: None }
 }
 
 #[tokio::test]

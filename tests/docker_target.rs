@@ -28,7 +28,7 @@ fn target(scope: &Scope) -> DockerTarget {
 }
 
 fn deploy_request(scope: &Scope, version: &str, previous: Option<Running>) -> DeployRequest {
-    DeployRequest { deployment_id: 7, env: "staging".into(), service: backend(), image: scope.repository(), version: version.into(), previous }
+    DeployRequest { deployment_id: 7, env: "staging".into(), service: backend(), image: scope.repository(), version: version.into(), digest: None, previous }
 }
 
 fn rollback_request(scope: &Scope, from: &str, to: Running) -> RollbackRequest {
@@ -211,4 +211,52 @@ async fn an_engine_that_does_not_answer_is_reported_unreachable() {
     assert!(err.to_string().contains("cannot reach the Docker Engine at unix:///nonexistent/docker.sock"), "{err}");
     let deployed = Deployed { running: Running { version: "v1".into(), reference: None }, detail: String::new() };
     assert!(matches!(target.wait_rollout(&backend(), &deployed).await, Err(TargetError::Unreachable { .. })));
+}
+
+#[path = "support/services.rs"]
+mod services;
+
+/// A released image: pushed to the htpasswd registry, gone from the engine, deployed by its digest
+/// with `[registry]`'s credentials (and refused without them).
+#[tokio::test]
+async fn a_released_image_is_pulled_by_its_digest_with_the_registry_credentials() {
+    use std::sync::Arc;
+    let Some(registry) = services::registry_auth() else { return };
+    let (user, password) = (std::env::var("DEPLOYBOT_TEST_REGISTRY_USER").unwrap(), std::env::var("DEPLOYBOT_TEST_REGISTRY_PASSWORD").unwrap());
+    let Some((scope, _name, port)) = running_v1("pull-digest", &[("v2.0.0", false)], false).await else { return };
+    let remote = format!("{registry}/{}", scope.repository());
+    let credentials = deploybot::registry::Credentials { username: user.clone(), password: deploybot::secrets::Secret::from_value(password.clone()) };
+    let engine = deploybot::release::image::Engine::connect(None, std::time::Duration::from_secs(120)).await.unwrap();
+    scope
+        .docker
+        .tag_image(&format!("{}:v2.0.0", scope.repository()), Some(bollard::query_parameters::TagImageOptions { repo: Some(remote.clone()), tag: Some("v2.0.0".into()) }))
+        .await
+        .unwrap();
+    engine.push(&format!("{remote}:v2.0.0"), Some(&credentials)).await.unwrap();
+    let auth = |password: &str| {
+        let config: deploybot::registry::RegistryConfig = toml::from_str(&format!("kind = \"basic\"\nurl = \"http://{registry}\"\nusername = \"{user}\"\npassword = \"${{P}}\"")).unwrap();
+        Some(Arc::new(deploybot::registry::RegistryAuth::new(config, deploybot::secrets::Vars::from_pairs([("P", password)]))))
+    };
+    let digest = deploybot::registry::Registry::with_auth(reqwest::Client::new(), auth(&password))
+        .manifest(&deploybot::registry::ImageRef::parse(&remote, "v2.0.0"))
+        .await
+        .unwrap()
+        .and_then(|m| m.digest)
+        .expect("the pushed image's digest");
+    // Not on the engine any more: the deploy must pull it.
+    engine.untag(&format!("{remote}:v2.0.0")).await;
+    let request = DeployRequest { image: remote.clone(), digest: Some(digest.clone()), ..deploy_request(&scope, "v2.0.0", None) };
+    assert_eq!(request.reference(), format!("{remote}:v2.0.0@{digest}"));
+
+    let refused = target(&scope).with_registry(auth("not-the-password")).deploy(&request).await.unwrap_err();
+    assert!(refused.to_string().contains(&format!("the registry {registry} refused the credentials of {user}")) || refused.to_string().contains("unauthorized"), "{refused}");
+    assert_eq!(app_version(port).await.unwrap(), "v1.0.0", "a refused pull leaves the running container alone");
+
+    let target = target(&scope).with_registry(auth(&password));
+    let deployed = target.deploy(&request).await.unwrap();
+    target.wait_rollout(&backend(), &deployed).await.unwrap();
+    assert_eq!(app_version(port).await.unwrap(), "v2.0.0", "the released image answers");
+    let image = scope.docker.inspect_image(&format!("{remote}@{digest}")).await.unwrap();
+    assert_eq!(deployed.running.reference, image.id, "the container runs exactly the released digest");
+    let _ = scope.docker.remove_image(&format!("{remote}@{digest}"), Some(bollard::query_parameters::RemoveImageOptions { force: true, noprune: false }), None).await;
 }

@@ -44,7 +44,7 @@ async fn target(config: &EcsConfig) -> EcsTarget {
 }
 
 fn deploy_request(version: &str) -> DeployRequest {
-    DeployRequest { deployment_id: 7, env: "production".into(), service: backend(), image: REPO.into(), version: version.into(), previous: None }
+    DeployRequest { deployment_id: 7, env: "production".into(), service: backend(), image: REPO.into(), version: version.into(), digest: None, previous: None }
 }
 
 fn rollback_request(from: &str, to: Running) -> RollbackRequest {

@@ -989,6 +989,7 @@ async fn history_returns_the_runbook_template_fields_newest_first() {
                 issues: None,
                 rollback: None,
                 migrations: None,
+                images: None,
             },
             "{}: a withdrawn approval and a reject are not approvers",
             db.name
@@ -1325,6 +1326,38 @@ async fn history_names_the_migrations_the_deployment_applied() {
         assert!(md.contains("- **Migrations:** applied 2 (1 - create customers, 2 - add invoices)\n"), "{}: {md}", db.name);
         let json = serde_json::to_value(&h).unwrap();
         assert!(json[0].get("migrations").is_none(), "{}: no key when no migrations ran", db.name);
+    }
+}
+
+#[tokio::test]
+async fn a_release_holds_its_version_while_its_heartbeat_lasts_and_records_images_only_on_success() {
+    use deploybot::store::ReleaseImage;
+    for db in stores().await {
+        let start = |now: Millis| db.start_release("v1.0.0", "main", "U1", "alice", "C1", now, 60_000);
+        let first = start(T0).await.unwrap().unwrap_or_else(|r| panic!("{}: {r:?}", db.name));
+        let held = start(T0 + 30_000).await.unwrap().expect_err("a running release holds its version");
+        assert_eq!((held.id, held.state.as_str()), (first, "running"), "{}", db.name);
+        db.release_alive(first, T0 + 120_000).await.unwrap();
+        assert!(start(T0 + 90_000).await.unwrap().is_err(), "{}: the heartbeat extended it", db.name);
+
+        // Its process died: after the heartbeat lapses the version is free, the old one failed.
+        let second = start(T0 + 130_000).await.unwrap().unwrap_or_else(|r| panic!("{}: {r:?}", db.name));
+        let abandoned = db.release(first).await.unwrap().unwrap();
+        assert_eq!(abandoned.state, "failed", "{}", db.name);
+        assert_eq!(abandoned.error.as_deref(), Some("abandoned: the process running it stopped before it ended (no heartbeat)"), "{}", db.name);
+        assert!(!db.succeed_release(first, &[], "notes", T0 + 140_000).await.unwrap(), "{}: an ended release is not moved", db.name);
+
+        // A failure records no image; a success records them all, and the version is then taken.
+        let image = |service: &str| ReleaseImage { service: service.into(), image: format!("r/{service}:v1.0.0"), digest: format!("sha256:{service:0>64}"), build_ms: 10, push_ms: 5 };
+        assert!(db.succeed_release(second, &[image("backend"), image("frontend")], "the notes", T0 + 150_000).await.unwrap(), "{}", db.name);
+        assert_eq!(db.release_images(second).await.unwrap().len(), 2, "{}", db.name);
+        assert_eq!(db.released_digest("v1.0.0", "frontend").await.unwrap(), Some(format!("sha256:{:0>64}", "frontend")), "{}", db.name);
+        let taken = start(T0 + 500_000).await.unwrap().expect_err("a released version is released once");
+        assert_eq!((taken.id, taken.state.as_str()), (second, "succeeded"), "{}", db.name);
+        let third = db.start_release("v1.0.1", "main", "U1", "alice", "C1", T0, 60_000).await.unwrap().unwrap();
+        assert!(db.fail_release(third, "build: failed", T0 + 1).await.unwrap(), "{}", db.name);
+        assert!(db.release_images(third).await.unwrap().is_empty() && db.released_digest("v1.0.1", "backend").await.unwrap().is_none(), "{}", db.name);
+        assert!(db.start_release("v1.0.1", "main", "U1", "alice", "C1", T0 + 2, 60_000).await.unwrap().is_ok(), "{}: a failed release may be retried", db.name);
     }
 }
 

@@ -28,6 +28,7 @@ mod history;
 mod lock;
 pub mod manifest;
 mod newtypes;
+mod release;
 mod resolve;
 mod rollback;
 mod spec;
@@ -47,6 +48,7 @@ pub use deploy::{At, DeployArgs};
 pub use history::DEFAULT_LIMIT as DEFAULT_HISTORY_LIMIT;
 pub use manifest::{discord_commands_json, discord_text, slack_manifest_yaml, DiscordOption};
 pub use newtypes::{DeploymentId, EnvName, ServiceName, Version};
+pub use release::ReleaseArgs;
 pub use rollback::RollbackArgs;
 pub use stats::DEFAULT_DAYS as DEFAULT_STATS_DAYS;
 pub use tokenize::quote;
@@ -68,6 +70,7 @@ pub enum Command {
     Unlock { env: EnvName },
     Cancel { id: DeploymentId },
     Resolve { id: DeploymentId, note: String },
+    Release(ReleaseArgs),
     Help { topic: Option<CommandName> },
 }
 
@@ -85,6 +88,7 @@ impl Command {
             Command::Unlock { .. } => CommandName::Unlock,
             Command::Cancel { .. } => CommandName::Cancel,
             Command::Resolve { .. } => CommandName::Resolve,
+            Command::Release(_) => CommandName::Release,
             Command::Help { .. } => CommandName::Help,
         }
     }
@@ -104,10 +108,11 @@ pub enum CommandName {
     Unlock,
     Cancel,
     Resolve,
+    Release,
     Help,
 }
 
-const ALL: [CommandName; 12] = [
+const ALL: [CommandName; 13] = [
     CommandName::Deploy,
     CommandName::Rollback,
     CommandName::Verify,
@@ -119,6 +124,7 @@ const ALL: [CommandName; 12] = [
     CommandName::Unlock,
     CommandName::Cancel,
     CommandName::Resolve,
+    CommandName::Release,
     CommandName::Help,
 ];
 
@@ -206,6 +212,7 @@ impl CommandName {
             CommandName::Unlock => &unlock::SPEC,
             CommandName::Cancel => &cancel::SPEC,
             CommandName::Resolve => &resolve::SPEC,
+            CommandName::Release => &release::SPEC,
             CommandName::Help => &help::SPEC,
         }
     }
@@ -223,6 +230,7 @@ impl CommandName {
             CommandName::Unlock => unlock::parse,
             CommandName::Cancel => cancel::parse,
             CommandName::Resolve => resolve::parse,
+            CommandName::Release => release::parse,
             CommandName::Help => help::parse,
         }
     }
@@ -418,6 +426,7 @@ mod tests {
             (CommandName::Unlock, "/unlock <env>"),
             (CommandName::Cancel, "/cancel <deployment-id>"),
             (CommandName::Resolve, "/resolve <deployment-id> \"note\""),
+            (CommandName::Release, "/release <version> [--ref <branch|sha>] [--dry-run]"),
             (CommandName::Help, "/help [command]"),
         ] {
             assert_eq!(command.usage(), usage);
@@ -462,7 +471,7 @@ mod tests {
         );
         assert_eq!(
             err.usage(),
-            "/deploy, /rollback, /verify, /status, /history, /stats, /window, /lock, /unlock, /cancel, /resolve, /help"
+            "/deploy, /rollback, /verify, /status, /history, /stats, /window, /lock, /unlock, /cancel, /resolve, /release, /help"
         );
         assert_eq!(err.command(), None);
         assert!(parse(&catalog(), "/frobnicate")

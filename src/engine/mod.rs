@@ -28,6 +28,7 @@ mod backup;
 pub mod clock;
 mod images;
 mod pipeline;
+mod release;
 pub mod schedule;
 mod watch;
 pub mod render;
@@ -42,6 +43,8 @@ pub struct Engine {
     pub chat: Arc<dyn ChatPlatform>,
     pub targets: BTreeMap<EnvName, Arc<dyn DeployTarget>>,
     pub http: reqwest::Client,
+    /// `[registry]`'s credentials, shared so that an ECR token is fetched once until it expires.
+    pub registry_auth: Option<Arc<crate::registry::RegistryAuth>>,
     pub clock: Arc<dyn Clock>,
     /// This replica's id, for job leases.
     pub owner: String,
@@ -86,7 +89,9 @@ impl Engine {
         let chat = crate::monitor::metrics::MeteredChat::wrap(chat);
         let owner = owner_id();
         let outbox = Outbox::new(store.clone(), chat.clone(), &owner);
+        let registry_auth = config.registry.clone().map(|r| Arc::new(crate::registry::RegistryAuth::new(r, config.vars.clone())));
         Arc::new(Engine {
+            registry_auth,
             config,
             store,
             outbox,
@@ -99,6 +104,11 @@ impl Engine {
             catalog,
             wake: Notify::new(),
         })
+    }
+
+    /// A registry client with `[registry]`'s credentials.
+    pub fn registry(&self) -> crate::registry::Registry {
+        crate::registry::Registry::with_auth(self.http.clone(), self.registry_auth.clone())
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -262,6 +272,7 @@ impl Engine {
             Command::Unlock { env } => self.unlock(user, &env).await,
             Command::Cancel { id } => self.cancel(user, id.get() as i64).await,
             Command::Resolve { id, note } => self.resolve(user, id.get() as i64, &note).await,
+            Command::Release(args) => self.release_request(user, channel, args).await,
         }
     }
 
@@ -559,6 +570,9 @@ impl Engine {
             step(format!("monitor: {} rule(s) for {}", m.rules.len(), m.watch), &mut lines);
         }
         step("record: history, summary in the channel".into(), &mut lines);
+        if let Some(changes) = self.changes_between(recorded.first().map(|r| r.version.as_str()), version).await {
+            lines.push(changes);
+        }
         Ok(lines.join("\n"))
     }
 
@@ -884,7 +898,13 @@ impl Engine {
             let mut lines = vec![format!("*{}* ({} target; window: {})", env.name, env.target.kind(), if env.policy.check(self.now(), false).allowed { "open" } else { "closed" })];
             let running = self.store.service_versions(env.name.as_str()).await?;
             for s in &env.services {
-                let v = running.iter().find(|r| r.service == s.as_str()).map(|r| format!("{} (#{})", r.version, r.deployment_id.unwrap_or_default())).unwrap_or_else(|| "nothing recorded".into());
+                let v = match running.iter().find(|r| r.service == s.as_str()) {
+                    Some(r) => match self.released_digest(&r.version, s.as_str()).await? {
+                        Some(digest) => format!("{} (#{}, {})", r.version, r.deployment_id.unwrap_or_default(), crate::registry::short_digest(&digest)),
+                        None => format!("{} (#{})", r.version, r.deployment_id.unwrap_or_default()),
+                    },
+                    None => "nothing recorded".into(),
+                };
                 lines.push(format!("  {s}: {v}"));
             }
             if let Some(lock) = self.store.lock(env.name.as_str()).await? {

@@ -462,7 +462,8 @@ impl Engine {
             let previous = record.from_version.clone().map(|v| Running { version: v, reference: record.from_ref.clone() });
             let result: Result<Deployed, TargetError> = match d.kind {
                 DeploymentKind::Deploy => {
-                    let req = DeployRequest { deployment_id: d.id, env: d.env.clone(), service: service.clone(), image: image.clone(), version: d.version.clone(), previous };
+                    let digest = self.released_digest(&d.version, service.as_str()).await.map_err(internal)?;
+                    let req = DeployRequest { deployment_id: d.id, env: d.env.clone(), service: service.clone(), image: image.clone(), version: d.version.clone(), digest, previous };
                     match target.deploy(&req).await {
                         Ok(deployed) => target.wait_rollout(&service, &deployed).await.map(|_| deployed),
                         Err(e) => Err(e),

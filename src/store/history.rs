@@ -62,6 +62,7 @@ pub(super) fn entry(
         issues,
         rollback,
         migrations: None,
+        images: None,
     }
 }
 
@@ -106,6 +107,9 @@ pub fn render_history_markdown(entries: &[HistoryEntry]) -> String {
         out.push_str(&format!("- **Issues:** {}\n", e.issues.as_deref().unwrap_or("None")));
         if let Some(m) = &e.migrations {
             out.push_str(&format!("- **Migrations:** {m}\n"));
+        }
+        if let Some(i) = &e.images {
+            out.push_str(&format!("- **Images:** {i}\n"));
         }
         out.push_str(&format!("- **Rollback:** {}\n", e.rollback.as_deref().unwrap_or("N/A")));
     }

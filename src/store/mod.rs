@@ -16,11 +16,13 @@ use crate::model::*;
 mod history;
 mod interactions;
 mod outbox;
+mod releases;
 mod seed;
 mod stats;
 
 pub use history::{render_history_markdown, Stats, StatsCounts, StatsInput};
 pub use outbox::{OutboxMessage, StoredMessage};
+pub use releases::{Release, ReleaseImage};
 pub use seed::{SeedReport, SeedSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1015,6 +1017,7 @@ impl Store {
             let rolled_back_by = self.rollbacks_of(d.id).await?;
             let mut entry = history::entry(&d, approvers, &rolled_back_by, self.previous_version(&d).await?, tz);
             entry.migrations = self.migrations_applied(d.id).await?;
+            entry.images = self.released_images_line(&d.version).await?;
             out.push(entry);
         }
         Ok(out)

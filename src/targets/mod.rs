@@ -98,8 +98,21 @@ pub struct DeployRequest {
     /// Repository without tag (`your-registry/invoice-me-backend`).
     pub image: String,
     pub version: String,
+    /// The digest `/release` recorded for `image:version`: the target puts exactly that image in
+    /// place (`image:version@digest`), whatever the tag points at by then.
+    pub digest: Option<String>,
     /// What ran before, as `current` reported it when the deployment started.
     pub previous: Option<Running>,
+}
+
+impl DeployRequest {
+    /// What the target runs: `image:version`, pinned to the released digest when there is one.
+    pub fn reference(&self) -> String {
+        match &self.digest {
+            Some(d) => format!("{}:{}@{d}", self.image, self.version),
+            None => format!("{}:{}", self.image, self.version),
+        }
+    }
 }
 
 /// One service to put back on exactly what ran before.
@@ -170,10 +183,15 @@ pub trait DeployTarget: Send + Sync {
 
 /// Builds the driver an environment's config asks for (this is where I/O may start).
 /// `vars` is where its `${VAR}` references are read.
-pub async fn build(config: &TargetConfig, vars: &crate::secrets::Vars) -> anyhow::Result<std::sync::Arc<dyn DeployTarget>> {
+/// `registry` holds `[registry]`'s credentials, for the drivers that pull images themselves.
+pub async fn build(
+    config: &TargetConfig,
+    vars: &crate::secrets::Vars,
+    registry: Option<std::sync::Arc<crate::registry::RegistryAuth>>,
+) -> anyhow::Result<std::sync::Arc<dyn DeployTarget>> {
     match config {
         TargetConfig::Command(c) => Ok(std::sync::Arc::new(command::CommandTarget::new(c, vars)?)),
-        TargetConfig::Docker(c) => Ok(std::sync::Arc::new(docker::DockerTarget::new(c)?)),
+        TargetConfig::Docker(c) => Ok(std::sync::Arc::new(docker::DockerTarget::new(c)?.with_registry(registry))),
         // Boxed: the AWS config loader is a deep future, too deep to inline into every caller's.
         TargetConfig::Ecs(c) => Ok(std::sync::Arc::new(Box::pin(aws_ecs::EcsTarget::new(c, vars)).await?)),
         TargetConfig::AzureAci(c) => Ok(std::sync::Arc::new(azure_aci::AciTarget::new(c, vars)?)),

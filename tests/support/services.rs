@@ -3,7 +3,8 @@
 //!
 //! - PostgreSQL: `DEPLOYBOT_TEST_PG_URL` (skip with `DEPLOYBOT_SKIP_PG=1`);
 //! - moto (S3): `DEPLOYBOT_TEST_MOTO_URL` (skip with `DEPLOYBOT_SKIP_MOTO=1`);
-//! - docker-registry: `DEPLOYBOT_TEST_REGISTRY` (skip with `DEPLOYBOT_SKIP_REGISTRY=1`).
+//! - docker-registry: `DEPLOYBOT_TEST_REGISTRY` and, with htpasswd basic auth,
+//!   `DEPLOYBOT_TEST_REGISTRY_AUTH` (skip with `DEPLOYBOT_SKIP_REGISTRY=1`).
 //!
 //! Without its variable a test fails and says how to start the service, unless skipped explicitly.
 #![allow(dead_code)]
@@ -42,6 +43,12 @@ pub const MOTO_KEYS: [(&str, &str); 2] = [("AWS_ACCESS_KEY_ID", "testing"), ("AW
 /// The registry's `host:port`.
 pub fn registry() -> Option<String> {
     service("DEPLOYBOT_TEST_REGISTRY", "DEPLOYBOT_SKIP_REGISTRY", "registry", "a Docker registry")
+}
+
+/// The htpasswd registry's `host:port` (its user and password are in DEPLOYBOT_TEST_REGISTRY_USER
+/// and DEPLOYBOT_TEST_REGISTRY_PASSWORD).
+pub fn registry_auth() -> Option<String> {
+    service("DEPLOYBOT_TEST_REGISTRY_AUTH", "DEPLOYBOT_SKIP_REGISTRY", "registry", "the Docker registry with basic auth")
 }
 
 /// A name unique to this process and call, for databases, buckets and repositories.

@@ -250,11 +250,14 @@ fn version_of(image: &str) -> String {
 impl EcsTarget {
     /// Registers the next revision of `service`'s current task definition with `image:version` in
     /// its container; the new ARN, and a sentence saying what was registered over what.
-    async fn register_version(&self, service: &ServiceName, ecs: &str, image: &str, version: &str) -> Result<(String, String), TargetError> {
+    async fn register_version(&self, service: &ServiceName, ecs: &str, image: &str, version: &str, digest: Option<&str>) -> Result<(String, String), TargetError> {
         let (td, tags, index) = self.current_task_definition(service, ecs, image).await?;
         let previous_arn = td.task_definition_arn().unwrap_or("?").to_string();
         let previous_image = td.container_definitions()[index].image().unwrap_or("?").to_string();
-        let image = format!("{image}:{version}");
+        let image = match digest {
+            Some(d) => format!("{image}:{version}@{d}"),
+            None => format!("{image}:{version}"),
+        };
         let registered = taskdef::next_revision(self.client.register_task_definition(), &td, index, &image, tags)
             .send()
             .await
@@ -287,7 +290,7 @@ impl DeployTarget for EcsTarget {
     #[tracing::instrument(skip(self, req), fields(deployment = req.deployment_id, service = %req.service, version = %req.version))]
     async fn deploy(&self, req: &DeployRequest) -> Result<Deployed, TargetError> {
         let ecs = self.ecs_service(&req.service)?;
-        let (arn, registered) = self.register_version(&req.service, ecs, &req.image, &req.version).await?;
+        let (arn, registered) = self.register_version(&req.service, ecs, &req.image, &req.version, req.digest.as_deref()).await?;
         self.point_service_at(ecs, &arn).await?;
         Ok(Deployed {
             detail: format!("{registered} and pointed ECS service {ecs} at it"),
@@ -313,7 +316,7 @@ impl DeployTarget for EcsTarget {
             // No task definition was recorded for that version (deployed before the bot, or its
             // records are gone): the current revision with the version's image, as a deploy makes.
             None => {
-                let (arn, registered) = self.register_version(&req.service, ecs, &req.image, &req.to.version).await?;
+                let (arn, registered) = self.register_version(&req.service, ecs, &req.image, &req.to.version, None).await?;
                 let detail = format!("no task definition was recorded for {}, so {registered}, pointed ECS service {ecs} at it, and its rollout completed", req.to.version);
                 (arn, detail)
             }

@@ -223,7 +223,7 @@ impl DeployTarget for AciTarget {
 
     #[tracing::instrument(skip(self, req), fields(deployment = req.deployment_id, service = %req.service, version = %req.version))]
     async fn deploy(&self, req: &DeployRequest) -> Result<Deployed, TargetError> {
-        let image = format!("{}:{}", req.image, req.version);
+        let image = req.reference();
         let before = self.put_image(&req.service, &req.image, &image).await?;
         Ok(Deployed {
             detail: format!("PUT container group {} with {image} (was {before})", self.group_name(&req.service)?),

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use crate::targets::check_duration;
 
 /// Placeholders a command template may use.
-pub const PLACEHOLDERS: [&str; 5] = ["service", "version", "previous", "env", "image"];
+pub const PLACEHOLDERS: [&str; 6] = ["service", "version", "previous", "env", "image", "digest"];
 
 /// The placeholders the `current` template may use: it runs outside any deployment.
 pub const CURRENT_PLACEHOLDERS: [&str; 2] = ["service", "image"];

@@ -34,6 +34,8 @@ struct Invocation<'a> {
     previous: &'a str,
     env: &'a str,
     image: &'a str,
+    /// The released digest of `image:version` (empty when none was recorded).
+    digest: &'a str,
     deployment_id: Option<i64>,
     /// For a rollback: the version being replaced.
     rollback_from: Option<&'a str>,
@@ -47,6 +49,7 @@ impl Invocation<'_> {
             "previous" => self.previous,
             "env" => self.env,
             "image" => self.image,
+            "digest" => self.digest,
             _ => return None,
         })
     }
@@ -59,6 +62,7 @@ impl Invocation<'_> {
             ("DEPLOYBOT_PREVIOUS".to_string(), self.previous.to_string()),
             ("DEPLOYBOT_ENV".to_string(), self.env.to_string()),
             ("DEPLOYBOT_IMAGE".to_string(), self.image.to_string()),
+            ("DEPLOYBOT_IMAGE_DIGEST".to_string(), self.digest.to_string()),
         ];
         if let Some(id) = self.deployment_id {
             vars.push(("DEPLOYBOT_DEPLOYMENT_ID".to_string(), id.to_string()));
@@ -158,7 +162,7 @@ impl DeployTarget for CommandTarget {
     #[tracing::instrument(skip(self))]
     async fn current(&self, service: &ServiceName, image: &str) -> Result<Option<Running>, TargetError> {
         let Some(template) = &self.config.current else { return Ok(None) };
-        let inv = Invocation { operation: "current", service: service.as_str(), version: "", previous: "", env: "", image, deployment_id: None, rollback_from: None };
+        let inv = Invocation { operation: "current", service: service.as_str(), version: "", previous: "", env: "", image, digest: "", deployment_id: None, rollback_from: None };
         let (_, stdout) = self.run(template, &inv).await?;
         Ok(stdout.lines().map(str::trim).rfind(|l| !l.is_empty()).map(|version| Running { version: version.to_string(), reference: None }))
     }
@@ -173,6 +177,7 @@ impl DeployTarget for CommandTarget {
             previous,
             env: &req.env,
             image: &req.image,
+            digest: req.digest.as_deref().unwrap_or_default(),
             deployment_id: Some(req.deployment_id),
             rollback_from: None,
         };
@@ -196,6 +201,7 @@ impl DeployTarget for CommandTarget {
             previous: &req.to.version,
             env: &req.env,
             image: &req.image,
+            digest: "",
             deployment_id: Some(req.deployment_id),
             rollback_from: Some(&req.from_version),
         };

@@ -40,6 +40,7 @@ fn request(version: &str, previous: Option<&str>) -> DeployRequest {
         service: backend(),
         image: "your-registry/invoice-me-backend".into(),
         version: version.into(),
+        digest: None,
         previous: previous.map(|v| Running { version: v.into(), reference: None }),
     }
 }
@@ -292,7 +293,7 @@ fn templates_are_checked_for_placeholders_commands_and_env_names() {
         problems,
         vec![
             "timeout: must be longer than zero",
-            "deploy[2]: unknown placeholder {tag} (known here: {service}, {version}, {previous}, {env}, {image})",
+            "deploy[2]: unknown placeholder {tag} (known here: {service}, {version}, {previous}, {env}, {image}, {digest})",
             "rollback: empty command: give the program and its arguments as a list",
             "current[1]: unknown placeholder {version} (known here: {service}, {image})",
             "env.A=B: not a valid environment variable name",

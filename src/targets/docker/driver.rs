@@ -45,6 +45,8 @@ pub struct DockerTarget {
     rollout_timeout: Duration,
     stop_timeout: Duration,
     settle: Duration,
+    /// `[registry]`'s credentials for pulls.
+    registry: Option<std::sync::Arc<crate::registry::RegistryAuth>>,
 }
 
 /// Which container a wait is about, and what counts as it.
@@ -76,7 +78,14 @@ impl DockerTarget {
             rollout_timeout: duration("rollout_timeout", &config.rollout_timeout)?,
             stop_timeout: duration("stop_timeout", &config.stop_timeout)?,
             settle: duration("settle", &config.settle)?,
+            registry: None,
         })
+    }
+
+    /// Pulls with `[registry]`'s credentials where they apply.
+    pub fn with_registry(mut self, registry: Option<std::sync::Arc<crate::registry::RegistryAuth>>) -> DockerTarget {
+        self.registry = registry;
+        self
     }
 
     async fn engine(&self) -> Result<&Docker, TargetError> {
@@ -128,12 +137,21 @@ impl DockerTarget {
         }
         let unavailable = |why: String| TargetError::failed(redact(&format!("image {reference} is not available: not found locally and the pull failed: {why}")));
         tracing::info!(image = reference, "Pulling the image, which is not on the engine yet.");
-        let options = CreateImageOptions {
-            from_image: Some(spec::repository_of(reference).to_string()),
-            tag: tag_of(reference).map(str::to_string),
-            ..Default::default()
+        let repository = spec::repository_of(reference);
+        // A reference pinned to a digest (a released image) is pulled by its digest, not its tag.
+        let tag = reference.split_once('@').map(|(_, digest)| digest).or_else(|| tag_of(reference));
+        let options = CreateImageOptions { from_image: Some(repository.to_string()), tag: tag.map(str::to_string), ..Default::default() };
+        let registry = crate::registry::ImageRef::parse(repository, tag.unwrap_or("latest")).registry;
+        let credentials = match &self.registry {
+            Some(auth) => auth.credentials_for(&registry).await.map_err(|e| unavailable(e.to_string()))?.map(|c| bollard::auth::DockerCredentials {
+                username: Some(c.username),
+                password: Some(c.password.expose().to_string()),
+                serveraddress: Some(registry.clone()),
+                ..Default::default()
+            }),
+            None => None,
         };
-        let pull = docker.create_image(Some(options), None, None).try_collect::<Vec<_>>();
+        let pull = docker.create_image(Some(options), None, credentials).try_collect::<Vec<_>>();
         match tokio::time::timeout(self.rollout_timeout, pull).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) if is_connection(&e) => return Err(self.unreachable(&e)),
@@ -383,7 +401,7 @@ impl DeployTarget for DockerTarget {
     async fn deploy(&self, req: &DeployRequest) -> Result<Deployed, TargetError> {
         let docker = self.engine().await?;
         let name = self.config.container_name(&req.service);
-        let reference = format!("{}:{}", req.image, req.version);
+        let reference = req.reference();
         let old = self.existing(docker, &name).await?;
         let image = self.ensure_image(docker, &reference).await?;
         let image_id = image.id.clone().unwrap_or_default();

@@ -1,9 +1,16 @@
-//! A client for the one question the preflight asks a registry: does `image:tag` exist?
-//! Docker Registry HTTP API v2 (`HEAD /v2/<name>/manifests/<tag>`), with the bearer-token flow
-//! a registry asks for through `401` + `WWW-Authenticate: Bearer realm=…,service=…,scope=…`.
-//!
-//! Anonymous only: a registry that wants a password (`Basic`) is reported as such.
+//! The Docker Registry HTTP API v2 questions the bot asks (`HEAD /v2/<name>/manifests/<tag>`:
+//! does `image:tag` exist, and what is its digest), with the authentication a registry asks for
+//! through `401` + `WWW-Authenticate`: basic auth, or the bearer-token flow
+//! (`Bearer realm=…,service=…,scope=…`), with the credentials of `[registry]` ([`auth`]) when they
+//! are for that registry and anonymously otherwise. The same credentials go to the Docker Engine
+//! for pulls and pushes ([`RegistryAuth::credentials_for`]).
 
+pub mod auth;
+mod ecr;
+
+pub use auth::{Credentials, RegistryAuth, RegistryConfig, RegistryKind};
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
@@ -62,8 +69,12 @@ impl std::fmt::Display for ImageRef {
 pub enum RegistryError {
     #[error("the registry {registry} cannot be reached: {cause}")]
     Unreachable { registry: String, cause: String },
-    #[error("the registry {registry} asks for credentials ({challenge}), and deploybot checks images anonymously")]
+    #[error("the registry {registry} asks for credentials ({challenge}) and [registry] has none for it: set kind, url, username and password")]
     NeedsCredentials { registry: String, challenge: String },
+    #[error("the registry {registry} refused the credentials of {username} (HTTP {status}): check [registry] username and password")]
+    CredentialsRefused { registry: String, username: String, status: u16 },
+    #[error("cannot get credentials for the registry {registry}: {problem}")]
+    Credentials { registry: String, problem: String },
     #[error("the registry's token service refused: {0}")]
     Token(String),
     #[error("the registry {registry} denied access to {repository} (HTTP {status}): the repository does not exist or is private")]
@@ -72,32 +83,57 @@ pub enum RegistryError {
     Unexpected { registry: String, what: String, status: u16 },
 }
 
-/// Asks registries whether images exist.
+/// Asks registries whether images exist, with `[registry]`'s credentials where they apply.
 #[derive(Clone, Debug)]
 pub struct Registry {
     http: reqwest::Client,
+    auth: Option<Arc<RegistryAuth>>,
+}
+
+/// What the registry says about a tag that exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// `Docker-Content-Digest`, when the registry sends it (`sha256:…`).
+    pub digest: Option<String>,
 }
 
 impl Registry {
+    /// Anonymous access only.
     pub fn new(http: reqwest::Client) -> Registry {
-        Registry { http }
+        Registry { http, auth: None }
+    }
+
+    pub fn with_auth(http: reqwest::Client, auth: Option<Arc<RegistryAuth>>) -> Registry {
+        Registry { http, auth }
     }
 
     /// `Ok(true)` when the tag's manifest exists, `Ok(false)` when the registry says 404.
-    #[tracing::instrument(skip(self), fields(image = %image))]
     pub async fn manifest_exists(&self, image: &ImageRef) -> Result<bool, RegistryError> {
+        Ok(self.manifest(image).await?.is_some())
+    }
+
+    /// The tag's manifest (its digest), `None` when the registry says 404.
+    #[tracing::instrument(skip(self), fields(image = %image))]
+    pub async fn manifest(&self, image: &ImageRef) -> Result<Option<Manifest>, RegistryError> {
         let url = image.manifest_url();
         let first = self.head(&url, image, None).await?;
         let response = if first.status() == StatusCode::UNAUTHORIZED {
             let challenge = first.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-            let token = self.token(image, &challenge).await?;
-            self.head(&url, image, Some(&token)).await?
+            let (authorization, username) = self.authorization(image, &challenge).await?;
+            let again = self.head(&url, image, Some(&authorization)).await?;
+            if let (StatusCode::UNAUTHORIZED, Some(username)) = (again.status(), username) {
+                return Err(RegistryError::CredentialsRefused { registry: image.registry.clone(), username, status: 401 });
+            }
+            again
         } else {
             first
         };
         match response.status() {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
+            s if s.is_success() => {
+                let digest = response.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
+                Ok(Some(Manifest { digest }))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
             s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
                 Err(RegistryError::Denied { registry: image.registry.clone(), repository: image.repository.clone(), status: s.as_u16() })
             }
@@ -105,21 +141,46 @@ impl Registry {
         }
     }
 
-    async fn head(&self, url: &str, image: &ImageRef, token: Option<&str>) -> Result<reqwest::Response, RegistryError> {
+    async fn credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
+        match &self.auth {
+            Some(auth) => auth.credentials_for(registry).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The `Authorization` header answering `challenge`, and the user it carries credentials of.
+    async fn authorization(&self, image: &ImageRef, challenge: &str) -> Result<(String, Option<String>), RegistryError> {
+        let scheme = challenge.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+        let credentials = self.credentials(&image.registry).await?;
+        match (scheme.as_str(), credentials) {
+            ("bearer", credentials) => {
+                let params = parse_challenge(challenge.split_once(' ').map_or("", |(_, p)| p));
+                let username = credentials.as_ref().map(|c| c.username.clone());
+                Ok((format!("Bearer {}", self.token(image, challenge, &params, credentials.as_ref()).await?), username))
+            }
+            ("basic", Some(c)) => {
+                use base64::Engine as _;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password.expose()));
+                Ok((format!("Basic {encoded}"), Some(c.username)))
+            }
+            _ => Err(RegistryError::NeedsCredentials {
+                registry: image.registry.clone(),
+                challenge: challenge.split_whitespace().next().unwrap_or("no WWW-Authenticate header").to_string(),
+            }),
+        }
+    }
+
+    async fn head(&self, url: &str, image: &ImageRef, authorization: Option<&str>) -> Result<reqwest::Response, RegistryError> {
         let mut request = self.http.head(url).header(ACCEPT, MANIFEST_TYPES).timeout(TIMEOUT);
-        if let Some(t) = token {
-            request = request.header(AUTHORIZATION, format!("Bearer {t}"));
+        if let Some(a) = authorization {
+            request = request.header(AUTHORIZATION, a);
         }
         request.send().await.map_err(|e| RegistryError::Unreachable { registry: image.registry.clone(), cause: error_chain(&e) })
     }
 
-    /// The bearer-token flow: `GET realm?service=…&scope=…`, answered with `{"token": …}` or
-    /// `{"access_token": …}`.
-    async fn token(&self, image: &ImageRef, challenge: &str) -> Result<String, RegistryError> {
-        let Some(params) = challenge.strip_prefix("Bearer ").or_else(|| challenge.strip_prefix("bearer ")).map(parse_challenge) else {
-            let scheme = challenge.split_whitespace().next().unwrap_or("no WWW-Authenticate header").to_string();
-            return Err(RegistryError::NeedsCredentials { registry: image.registry.clone(), challenge: scheme });
-        };
+    /// The bearer-token flow: `GET realm?service=…&scope=…` (with basic auth when there are
+    /// credentials), answered with `{"token": …}` or `{"access_token": …}`.
+    async fn token(&self, image: &ImageRef, challenge: &str, params: &[(String, String)], credentials: Option<&Credentials>) -> Result<String, RegistryError> {
         let realm = params.iter().find(|(k, _)| k == "realm").map(|(_, v)| v.clone()).ok_or_else(|| RegistryError::Token(format!("the challenge names no realm: {challenge}")))?;
         let mut url = url::Url::parse(&realm).map_err(|e| RegistryError::Token(format!("realm \"{}\" is not a URL ({e})", crate::secrets::display_url(&realm))))?;
         {
@@ -132,14 +193,18 @@ impl Registry {
         }
         // The realm comes from the registry: shown without any credentials it carries.
         let shown = crate::secrets::display_url(&realm);
-        let response = self
-            .http
-            .get(url.clone())
-            .timeout(TIMEOUT)
+        let mut request = self.http.get(url.clone()).timeout(TIMEOUT);
+        if let Some(c) = credentials {
+            request = request.basic_auth(&c.username, Some(c.password.expose()));
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| RegistryError::Token(format!("{}: {}", crate::secrets::display_url(url.as_str()), error_chain(&e.without_url()))))?;
         let status = response.status();
+        if let (Some(c), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) = (credentials, status) {
+            return Err(RegistryError::CredentialsRefused { registry: image.registry.clone(), username: c.username.clone(), status: status.as_u16() });
+        }
         if !status.is_success() {
             return Err(RegistryError::Token(format!("{shown} answered HTTP {}", status.as_u16())));
         }
@@ -150,6 +215,14 @@ impl Registry {
             .filter(|t| !t.is_empty())
             .map(str::to_string)
             .ok_or_else(|| RegistryError::Token(format!("{shown} answered without a token")))
+    }
+}
+
+/// A digest as chat shows it: `sha256:` and its first 12 hex digits.
+pub fn short_digest(digest: &str) -> String {
+    match digest.split_once(':') {
+        Some((algo, hex)) => format!("{algo}:{}", &hex[..hex.len().min(12)]),
+        None => digest[..digest.len().min(12)].to_string(),
     }
 }
 
