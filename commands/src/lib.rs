@@ -26,6 +26,7 @@ mod deploy;
 mod help;
 mod history;
 mod lock;
+mod logs;
 pub mod manifest;
 mod newtypes;
 mod resolve;
@@ -45,6 +46,7 @@ use std::str::FromStr;
 pub use catalog::Catalog;
 pub use deploy::{At, DeployArgs};
 pub use history::DEFAULT_LIMIT as DEFAULT_HISTORY_LIMIT;
+pub use logs::LogsArgs;
 pub use manifest::{discord_commands_json, slack_manifest_yaml};
 pub use newtypes::{DeploymentId, EnvName, ServiceName, Version};
 pub use rollback::RollbackArgs;
@@ -68,6 +70,7 @@ pub enum Command {
     Unlock { env: EnvName },
     Cancel { id: DeploymentId },
     Resolve { id: DeploymentId, note: String },
+    Logs(LogsArgs),
     Help { topic: Option<CommandName> },
 }
 
@@ -85,6 +88,7 @@ impl Command {
             Command::Unlock { .. } => CommandName::Unlock,
             Command::Cancel { .. } => CommandName::Cancel,
             Command::Resolve { .. } => CommandName::Resolve,
+            Command::Logs(_) => CommandName::Logs,
             Command::Help { .. } => CommandName::Help,
         }
     }
@@ -104,10 +108,11 @@ pub enum CommandName {
     Unlock,
     Cancel,
     Resolve,
+    Logs,
     Help,
 }
 
-const ALL: [CommandName; 12] = [
+const ALL: [CommandName; 13] = [
     CommandName::Deploy,
     CommandName::Rollback,
     CommandName::Verify,
@@ -119,6 +124,7 @@ const ALL: [CommandName; 12] = [
     CommandName::Unlock,
     CommandName::Cancel,
     CommandName::Resolve,
+    CommandName::Logs,
     CommandName::Help,
 ];
 
@@ -206,6 +212,7 @@ impl CommandName {
             CommandName::Unlock => &unlock::SPEC,
             CommandName::Cancel => &cancel::SPEC,
             CommandName::Resolve => &resolve::SPEC,
+            CommandName::Logs => &logs::SPEC,
             CommandName::Help => &help::SPEC,
         }
     }
@@ -223,6 +230,7 @@ impl CommandName {
             CommandName::Unlock => unlock::parse,
             CommandName::Cancel => cancel::parse,
             CommandName::Resolve => resolve::parse,
+            CommandName::Logs => logs::parse,
             CommandName::Help => help::parse,
         }
     }
@@ -462,7 +470,7 @@ mod tests {
         );
         assert_eq!(
             err.usage(),
-            "/deploy, /rollback, /verify, /status, /history, /stats, /window, /lock, /unlock, /cancel, /resolve, /help"
+            "/deploy, /rollback, /verify, /status, /history, /stats, /window, /lock, /unlock, /cancel, /resolve, /logs, /help"
         );
         assert_eq!(err.command(), None);
         assert!(parse(&catalog(), "/frobnicate")
