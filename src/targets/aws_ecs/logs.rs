@@ -58,7 +58,12 @@ pub(super) async fn read(client: &aws_sdk_cloudwatchlogs::Client, source: &LogSo
         })?;
         let mut events = out.events().to_vec();
         events.sort_by_key(|e| e.timestamp().unwrap_or_default());
-        for event in events {
+        // The prefix is checked on each event too: an emulator (moto) may ignore it in the request.
+        let ours = |e: &aws_sdk_cloudwatchlogs::types::FilteredLogEvent| match (&source.stream_prefix, e.log_stream_name()) {
+            (Some(prefix), Some(stream)) => stream.starts_with(prefix.as_str()),
+            _ => true,
+        };
+        for event in events.into_iter().filter(ours) {
             for line in event.message().unwrap_or_default().lines() {
                 lines.push_back(cut_line(line));
                 if lines.len() > limit {
