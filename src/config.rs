@@ -66,6 +66,17 @@ pub struct BotConfig {
     /// Where the Markdown history file is written, if anywhere.
     #[serde(default)]
     pub history_file: Option<String>,
+    /// A git repository (URL or local path) the history file is committed and pushed to after
+    /// each deployment ends.
+    #[serde(default)]
+    pub history_repo: Option<String>,
+    /// The branch of `history_repo`.
+    #[serde(default = "default_history_branch")]
+    pub history_branch: String,
+}
+
+fn default_history_branch() -> String {
+    "main".into()
 }
 
 impl Default for BotConfig {
@@ -76,6 +87,8 @@ impl Default for BotConfig {
             timezone: default_timezone(),
             log_format: default_log_format(),
             history_file: None,
+            history_repo: None,
+            history_branch: default_history_branch(),
         }
     }
 }
@@ -380,6 +393,8 @@ pub struct Config {
     pub reactions: Reactions,
     /// `[alerts]`: Alertmanager's environment label and the weekly digest.
     pub alerts: AlertsConfig,
+    /// `[[notify]]`: who is told about deployments, and how.
+    pub notify: Vec<crate::notify::NotifyConfig>,
     pub services: BTreeMap<ServiceName, ServiceConfig>,
     pub environments: BTreeMap<EnvName, Environment>,
     /// Where `${VAR}` references are read when a part starts: the process environment unless a
@@ -513,6 +528,11 @@ impl Config {
         }
         if let Some(t) = &self.alerts.webhook_token {
             out.push(("alerts.webhook_token".to_string(), t));
+        }
+        for (i, n) in self.notify.iter().enumerate() {
+            for (key, r) in n.secrets() {
+                out.push((format!("notify[{i}].{key}"), r));
+            }
         }
         out
     }
@@ -691,10 +711,11 @@ impl Validator {
         for (p, msg) in alerts.validate() {
             self.problem(format!("alerts.{p}"), msg);
         }
+        let notify_raw = root.remove("notify");
         let services_raw = root.remove("services");
         let envs_raw = root.remove("environments");
         for key in root.keys() {
-            self.problem(key.clone(), format!("unknown section `{key}`, expected one of `bot`, `chat`, `reactions`, `alerts`, `services`, `environments`"));
+            self.problem(key.clone(), format!("unknown section `{key}`, expected one of `bot`, `chat`, `reactions`, `alerts`, `notify`, `services`, `environments`"));
         }
 
         let bot_timezone = self.bot(&bot);
@@ -716,19 +737,53 @@ impl Validator {
 
         let services = self.services(services_raw);
         let environments = self.environments(envs_raw, &services);
+        let notify = self.notify(notify_raw, environments.as_ref());
         Some(Config {
             bot,
             bot_timezone: bot_timezone?,
             chat,
             reactions,
             alerts,
+            notify,
             services,
             environments: environments?,
             vars: crate::secrets::Vars::process(),
         })
     }
 
+    /// `[[notify]]`: each entry on its own, checked against the environments.
+    fn notify(&mut self, raw: Option<toml::Value>, envs: Option<&BTreeMap<EnvName, Environment>>) -> Vec<crate::notify::NotifyConfig> {
+        let entries = match raw {
+            None => return Vec::new(),
+            Some(toml::Value::Array(entries)) => entries,
+            Some(_) => {
+                self.problem("notify", "write each notification as a [[notify]] table");
+                return Vec::new();
+            }
+        };
+        let known: Vec<&str> = envs.map(|e| e.keys().map(|k| k.as_str()).collect()).unwrap_or_default();
+        let mut out = Vec::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let path = format!("notify[{i}]");
+            if let Some(n) = self.section::<crate::notify::NotifyConfig>(&path, entry) {
+                for (p, msg) in n.validate(&known) {
+                    self.problem(format!("{path}.{p}"), msg);
+                }
+                out.push(n);
+            }
+        }
+        out
+    }
+
     fn bot(&mut self, bot: &BotConfig) -> Option<chrono_tz::Tz> {
+        if let Some(repo) = &bot.history_repo {
+            if repo.trim().is_empty() {
+                self.problem("bot.history_repo", "empty repository: give a git URL or a local path, or leave history_repo out");
+            }
+            if bot.history_branch.trim().is_empty() || bot.history_branch.contains(char::is_whitespace) {
+                self.problem("bot.history_branch", format!("\"{}\" is not a branch name", bot.history_branch));
+            }
+        }
         self.database_url("bot.database_url", &bot.database_url);
         if bot.listen.parse::<std::net::SocketAddr>().is_err() {
             self.problem("bot.listen", format!("\"{}\" is not a socket address like 127.0.0.1:3000", bot.listen));

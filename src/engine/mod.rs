@@ -28,6 +28,7 @@ mod backup;
 pub mod clock;
 mod images;
 mod logs;
+mod notify;
 mod pipeline;
 pub mod schedule;
 mod watch;
@@ -49,6 +50,8 @@ pub struct Engine {
     pub lease_ms: i64,
     catalog: Catalog,
     wake: Notify,
+    /// Wakes the notifier (a notification was written).
+    notify_wake: Notify,
 }
 
 /// How long a replica may hold an inbound event before another one handles it.
@@ -99,6 +102,7 @@ impl Engine {
             lease_ms: 30_000,
             catalog,
             wake: Notify::new(),
+            notify_wake: Notify::new(),
         })
     }
 
@@ -1026,7 +1030,7 @@ impl Engine {
         let released = self.store.release_deployment_lock(&d.env, id, now).await?;
         let free = if released { format!("{} is released.", d.env) } else { format!("{} was not held by it.", d.env) };
         self.thread(&d, "resolved", &format!("✅ {} resolved by {}: \"{note}\". {free}", d.short_id(), render::mention(&user.id))).await?;
-        self.write_history_file().await;
+        self.ended(id).await;
         self.announce(id).await?;
         Ok(Reply(format!("✅ {} resolved; your note is in its history. {free}", d.short_id())))
     }

@@ -14,10 +14,12 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::model::*;
 
 mod history;
+mod notify;
 mod outbox;
 mod seed;
 
 pub use history::{render_history_markdown, Stats, StatsCounts, StatsInput};
+pub use notify::{NewNotification, StoredNotification};
 pub use outbox::{OutboxMessage, StoredMessage};
 pub use seed::{SeedReport, SeedSpec};
 
