@@ -145,40 +145,41 @@ fn sp_error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-fn check_incident(body: &Value, creating: bool) -> Result<&serde_json::Map<String, Value>, Response> {
+/// The incident object of a valid body, or the refusal (status, message).
+fn check_incident(body: &Value, creating: bool) -> Result<&serde_json::Map<String, Value>, (StatusCode, String)> {
     let Some(incident) = body.get("incident").and_then(Value::as_object) else {
-        return Err(sp_error(StatusCode::BAD_REQUEST, "incident is missing"));
+        return Err((StatusCode::BAD_REQUEST, "incident is missing".to_string()));
     };
     for key in incident.keys() {
         if !INCIDENT_FIELDS.contains(&key.as_str()) && key != "component_ids" {
-            return Err(sp_error(StatusCode::UNPROCESSABLE_ENTITY, &format!("unknown parameter incident[{key}]")));
+            return Err((StatusCode::UNPROCESSABLE_ENTITY, format!("unknown parameter incident[{key}]")));
         }
     }
     if creating && incident.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
-        return Err(sp_error(StatusCode::UNPROCESSABLE_ENTITY, "name can't be blank"));
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, "name can't be blank".to_string()));
     }
     if let Some(status) = incident.get("status") {
         let s = status.as_str().unwrap_or_default();
         if !REALTIME.contains(&s) && !MAINTENANCE.contains(&s) {
-            return Err(sp_error(StatusCode::UNPROCESSABLE_ENTITY, &format!("status {s} is not included in the list")));
+            return Err((StatusCode::UNPROCESSABLE_ENTITY, format!("status {s} is not included in the list")));
         }
         if creating && MAINTENANCE.contains(&s) {
             let at = |k: &str| incident.get(k).and_then(Value::as_str).and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
             match (at("scheduled_for"), at("scheduled_until")) {
                 (Some(a), Some(b)) if a < b => {}
-                _ => return Err(sp_error(StatusCode::UNPROCESSABLE_ENTITY, "a maintenance needs scheduled_for before scheduled_until (ISO 8601)")),
+                _ => return Err((StatusCode::UNPROCESSABLE_ENTITY, "a maintenance needs scheduled_for before scheduled_until (ISO 8601)".to_string())),
             }
         }
     }
     if let Some(impact) = incident.get("impact_override") {
         if !["none", "maintenance", "minor", "major", "critical"].contains(&impact.as_str().unwrap_or_default()) {
-            return Err(sp_error(StatusCode::UNPROCESSABLE_ENTITY, "impact_override is not included in the list"));
+            return Err((StatusCode::UNPROCESSABLE_ENTITY, "impact_override is not included in the list".to_string()));
         }
     }
     if let Some(components) = incident.get("components") {
         let allowed = ["operational", "under_maintenance", "degraded_performance", "partial_outage", "major_outage"];
         if !components.as_object().is_some_and(|c| c.values().all(|v| allowed.contains(&v.as_str().unwrap_or_default()))) {
-            return Err(sp_error(StatusCode::UNPROCESSABLE_ENTITY, "components must map component ids to a component status"));
+            return Err((StatusCode::UNPROCESSABLE_ENTITY, "components must map component ids to a component status".to_string()));
         }
     }
     Ok(incident)
@@ -198,7 +199,7 @@ async fn sp_create(State(sp): State<Statuspage>, UrlPath(page): UrlPath<String>,
     }
     let incident = match check_incident(&body.0, true) {
         Ok(i) => i.clone(),
-        Err(r) => return r,
+        Err((status, message)) => return sp_error(status, &message),
     };
     let mut incidents = sp.incidents.lock().unwrap();
     let mut stored = Value::Object(incident);
@@ -214,7 +215,7 @@ async fn sp_update(State(sp): State<Statuspage>, UrlPath((page, id)): UrlPath<(S
     }
     let incident = match check_incident(&body.0, false) {
         Ok(i) => i.clone(),
-        Err(r) => return r,
+        Err((status, message)) => return sp_error(status, &message),
     };
     let mut incidents = sp.incidents.lock().unwrap();
     let Some(stored) = incidents.iter_mut().find(|i| i["id"] == json!(id)).filter(|_| page == PAGE) else {
@@ -246,8 +247,11 @@ async fn serve(router: axum::Router) -> u16 {
 
 // ---------------------------------------------------------------------------------- webhook
 
+/// One webhook call: its headers and body.
+type HookCall = (HashMap<String, String>, Vec<u8>);
+
 #[derive(Clone, Default)]
-struct Hooks(Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>>);
+struct Hooks(Arc<Mutex<Vec<HookCall>>>);
 
 async fn hook(State(hooks): State<Hooks>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
     let headers = headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string())).collect();

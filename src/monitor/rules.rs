@@ -222,7 +222,7 @@ impl MonitorConfig {
                 let why = e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
                 out.push((format!("{p}.pattern"), format!("\"{}\" is not a valid regular expression: {why}", lp.pattern)));
             }
-            if !(lp.above >= 0.0) {
+            if lp.above.is_nan() || lp.above < 0.0 {
                 out.push((format!("{p}.above"), "must be 0 or more (matching lines per interval)".into()));
             }
             if lp.for_evaluations == 0 {
