@@ -233,7 +233,7 @@ pub async fn run() -> Result<()> {
         ports: format!("backend={},frontend={}", staging_ports.0, staging_ports.1),
     })
     .await?;
-    for line in ["/status", "/logs staging backend --since 1h --grep ERROR --tail 3", "/history prod", "/history staging --limit 2", "/stats"] {
+    for line in ["/status", "/logs staging backend --tail 4", "/history prod", "/history staging --limit 2", "/stats"] {
         if let Some(ev) = say(line).map_err(anyhow::Error::msg)? {
             act(&engine, ev).await?;
         }

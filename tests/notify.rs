@@ -561,3 +561,59 @@ on = ["failed"]
         assert!(shown.iter().any(|s| s.starts_with(needle) || s.contains(needle)), "{needle:?} not in {shown:#?}");
     }
 }
+
+/// The notifications table on both stores: a key written once, each row claimed by one of several
+/// concurrent deliverers, retries due later, a claim that lapses taken over, delivered rows never again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notifications_are_written_once_and_claimed_by_one_deliverer_on_both_stores() {
+    use deploybot::store::NewNotification;
+    const T0: i64 = 1_800_000_000_000;
+    for db in support::db::stores().await {
+        let row = |i: usize| NewNotification { key: format!("7:{i}:succeeded"), deployment_id: 7, notifier: i.to_string(), kind: "webhook".into(), event: "succeeded".into(), payload: "{}".into() };
+        for i in 0..30 {
+            assert!(db.store.notify_put(&row(i), T0).await.unwrap(), "{}", db.name);
+        }
+        assert!(!db.store.notify_put(&row(0), T0).await.unwrap(), "{}: a key is written once", db.name);
+        let barrier = Arc::new(tokio::sync::Barrier::new(6));
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let (store, barrier) = (db.store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let mut mine = Vec::new();
+                    loop {
+                        let batch = store.notify_claim(&format!("replica-{i}"), T0, 60_000, 2).await.unwrap();
+                        if batch.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(batch.into_iter().map(|n| n.key));
+                    }
+                })
+            })
+            .collect();
+        let mut claimed = Vec::new();
+        for t in tasks {
+            claimed.extend(t.await.unwrap());
+        }
+        claimed.sort();
+        let mut written: Vec<String> = (0..30).map(|i| row(i).key).collect();
+        written.sort();
+        assert_eq!(claimed, written, "{}: every notification claimed exactly once", db.name);
+
+        let first = db.store.notification(&row(0).key).await.unwrap().unwrap();
+        assert!(!db.store.notify_mark_delivered(first.id, "someone-else", None, T0).await.unwrap(), "{}: only the claimer records a delivery", db.name);
+        // A claim that lapses is taken over; a failed delivery is due again at its retry time.
+        let again = db.store.notify_claim("replica-9", T0 + 61_000, 60_000, 100).await.unwrap();
+        assert_eq!(again.len(), 30, "{}: lapsed claims are taken over", db.name);
+        db.store.notify_mark_failed(first.id, "HTTP 503", Some(T0 + 70_000), T0 + 61_000).await.unwrap();
+        for n in again.iter().skip(1) {
+            assert!(db.store.notify_mark_delivered(n.id, "replica-9", Some("ok"), T0 + 61_000).await.unwrap());
+        }
+        assert!(db.store.notify_claim("r", T0 + 65_000, 60_000, 100).await.unwrap().is_empty(), "{}: not due yet, and delivered rows never again", db.name);
+        let retried = db.store.notify_claim("r", T0 + 70_000, 60_000, 100).await.unwrap();
+        assert_eq!((retried.len(), retried[0].attempts, retried[0].last_error.as_deref()), (1, 1, Some("HTTP 503")), "{}", db.name);
+        db.store.notify_mark_failed(retried[0].id, "HTTP 503", None, T0 + 70_000).await.unwrap();
+        assert_eq!(db.store.notifications_pending().await.unwrap(), 0, "{}: given up", db.name);
+        assert_eq!(db.store.notification(&row(0).key).await.unwrap().unwrap().state, "failed");
+    }
+}
