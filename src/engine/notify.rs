@@ -20,8 +20,10 @@ pub const MAX_ATTEMPTS: i64 = 5;
 /// The first retry waits this long; each next one twice as long (0.5, 1, 2, 4 s), at most [`MAX_BACKOFF`].
 const FIRST_BACKOFF_MS: i64 = 500;
 const MAX_BACKOFF: i64 = 60_000;
-/// How long a replica holds a notification it delivers (an SMTP exchange, a clone and a push).
-const LEASE_MS: i64 = 180_000;
+/// How long a replica holds the notification it delivers: longer than the slowest delivery (an
+/// SMTP exchange times out after its `timeout`; each git command after 2 min), so that another
+/// replica takes one over only when its deliverer died.
+const LEASE_MS: i64 = 600_000;
 /// How often the notifier looks for work when nothing woke it.
 const IDLE_POLL: Duration = Duration::from_secs(2);
 const HISTORY: &str = "history";
@@ -133,9 +135,10 @@ impl Engine {
         }
     }
 
-    /// Delivers the notifications that are due now, one by one; how many were tried.
+    /// Delivers the notifications that are due now, one claim at a time (a claim never waits
+    /// behind another delivery); how many were tried.
     pub async fn deliver_notifications(&self) -> Result<usize> {
-        let claimed = self.store.notify_claim(&self.owner, self.now_ms(), LEASE_MS, 10).await?;
+        let claimed = self.store.notify_claim(&self.owner, self.now_ms(), LEASE_MS, 1).await?;
         let n = claimed.len();
         for row in claimed {
             self.deliver(row).await?;
