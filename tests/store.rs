@@ -848,10 +848,11 @@ async fn a_due_schedule_goes_to_exactly_one_of_several_concurrent_claimers() {
 // ------------------------------------------------------------------------------------ jobs
 
 /// Runs `n` claims at once (released together by a barrier); the results in claimer order.
-async fn claim_concurrently<F, Fut>(db: &TestDb, n: usize, claim: F) -> Vec<Option<i64>>
+async fn claim_concurrently<F, Fut, T>(db: &TestDb, n: usize, claim: F) -> Vec<T>
 where
     F: Fn(Store, String) -> Fut,
-    Fut: std::future::Future<Output = Option<i64>> + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
 {
     let barrier = Arc::new(Barrier::new(n));
     let tasks: Vec<_> = (0..n)
@@ -896,6 +897,29 @@ async fn each_of_several_queued_jobs_goes_to_exactly_one_concurrent_claimer() {
         let mut claimed: Vec<i64> = claims.iter().flatten().copied().collect();
         claimed.sort_unstable();
         assert_eq!(claimed, ids, "{}: every job exactly once: {claims:?}", db.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_claims_take_the_oldest_ready_jobs_up_to_their_limit_and_never_one_twice() {
+    for db in stores().await {
+        create(&db, "production", "v0.9.0", DeploymentState::AwaitingApproval, T0).await;
+        let mut ids = Vec::new();
+        for i in 0..40 {
+            ids.push(create(&db, &format!("env{i:02}"), "v1.0.0", DeploymentState::Queued, T0).await.id);
+        }
+        let first = db.claim_jobs("replica-a", T0, MINUTE, 16).await.unwrap();
+        assert_eq!(first.iter().map(|d| d.id).collect::<Vec<_>>(), ids[..16], "{}: the oldest sixteen, in order", db.name);
+        assert!(first.iter().all(|d| d.lease_owner.as_deref() == Some("replica-a") && d.lease_until == Some(T0 + MINUTE)), "{}", db.name);
+        // Eight replicas race for the other 24, sixteen at a time: each exactly once.
+        let claims = claim_concurrently(&db, 8, |store, owner| async move {
+            store.claim_jobs(&owner, T0, MINUTE, 16).await.unwrap().into_iter().map(|d| d.id).collect::<Vec<_>>()
+        })
+        .await;
+        let mut rest: Vec<i64> = claims.into_iter().flatten().collect();
+        rest.sort_unstable();
+        assert_eq!(rest, ids[16..], "{}: every other job exactly once", db.name);
+        assert!(db.claim_jobs("replica-a", T0, MINUTE, 16).await.unwrap().is_empty(), "{}: nothing left but what awaits approval", db.name);
     }
 }
 
@@ -1085,7 +1109,7 @@ fn finished(id: i64, env: &str, kind: DeploymentKind, state: DeploymentState, st
 }
 
 fn input(d: Deployment) -> StatsInput {
-    StatsInput { deployment: d, rolled_back_later: false }
+    StatsInput { deployment: d, rolled_back_later: false, next_success_at: None }
 }
 
 #[test]
@@ -1133,7 +1157,7 @@ fn stats_compute_the_four_keys_on_known_sets_of_deployments() {
         Case {
             name: "a later /rollback marks a successful deploy as a failed change, restored when the rollback ends",
             rows: vec![
-                StatsInput { deployment: finished(1, prod, Deploy, Succeeded, T0, 15), rolled_back_later: true },
+                StatsInput { deployment: finished(1, prod, Deploy, Succeeded, T0, 15), rolled_back_later: true, next_success_at: None },
                 input(Deployment { rollback_of: Some(1), ..finished(2, prod, Rollback, Succeeded, T0 + 40 * MINUTE, 15) }),
             ],
             days: 7,
@@ -1164,7 +1188,8 @@ fn stats_compute_the_four_keys_on_known_sets_of_deployments() {
         },
     ];
     let mut failures = Vec::new();
-    for case in cases {
+    for mut case in cases {
+        StatsInput::pair_restores(&mut case.rows);
         let got = Stats::compute(&case.rows, case.days, from_millis(T0 + 30 * DAY));
         let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => (a - b).abs() < 1e-9,

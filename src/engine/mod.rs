@@ -554,7 +554,12 @@ impl Engine {
         let d = self.store.deployment(id).await?.context("deployment vanished")?;
         let steps = self.store.steps(id).await?;
         let services = self.store.deployment_services(id).await?;
-        let approvers: Vec<String> = self.store.votes(id).await?.into_iter().filter(|v| v.vote == VoteKind::Approve).map(|v| v.user_name).collect();
+        // Only a deployment that asked for approval has votes to show: the others skip the read.
+        let approvers: Vec<String> = if d.approvals_required > 0 {
+            self.store.votes(id).await?.into_iter().filter(|v| v.vote == VoteKind::Approve).map(|v| v.user_name).collect()
+        } else {
+            Vec::new()
+        };
         let text = render::progress(&d, &steps, &services, &approvers, self.tz());
         let channel = self.channel_of(&d);
         // How far the deployment had got when it was read: its transitions, then its steps (both

@@ -36,6 +36,9 @@ pub(crate) enum Stop {
     Paused(anyhow::Error),
 }
 
+/// Jobs claimed per write when several are ready at once.
+const CLAIM_BATCH: i64 = 16;
+
 impl Engine {
     /// Runs jobs until `shutdown` turns true.
     pub async fn run_jobs(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
@@ -56,25 +59,23 @@ impl Engine {
             if *shutdown.borrow() {
                 break;
             }
-            let claimed = match self.store.claim_job(&self.owner, self.now_ms(), self.lease_ms).await {
+            let claimed = match self.store.claim_jobs(&self.owner, self.now_ms(), self.lease_ms, CLAIM_BATCH).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "cannot claim jobs from the store");
-                    None
+                    Vec::new()
                 }
             };
-            match claimed {
-                Some(d) => {
-                    let engine = self.clone();
-                    tokio::spawn(async move { engine.execute(d).await });
+            if claimed.is_empty() {
+                tokio::select! {
+                    _ = self.woken() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => {}
                 }
-                None => {
-                    tokio::select! {
-                        _ = self.woken() => {}
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                }
+            }
+            for d in claimed {
+                let engine = self.clone();
+                tokio::spawn(async move { engine.execute(d).await });
             }
         }
     }

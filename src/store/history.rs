@@ -112,11 +112,36 @@ pub fn render_history_markdown(entries: &[HistoryEntry]) -> String {
     out
 }
 
-/// A finished deployment and whether a later `/rollback` undid it.
+/// A finished deployment, whether a later `/rollback` in its environment undid it, and when the
+/// first success in its environment ended at or after its detection (its restore, if it failed).
 #[derive(Debug, Clone)]
 pub struct StatsInput {
     pub deployment: Deployment,
     pub rolled_back_later: bool,
+    pub next_success_at: Option<Millis>,
+}
+
+impl StatsInput {
+    /// Fills `next_success_at` from these rows alone, for rows that are the whole history (the
+    /// store works it out from every row: [`super::Store::stats_input`]).
+    pub fn pair_restores(rows: &mut [StatsInput]) {
+        let mut successes: std::collections::HashMap<String, Vec<(Millis, i64)>> = std::collections::HashMap::new();
+        for r in rows.iter() {
+            let d = &r.deployment;
+            if let (DeploymentState::Succeeded, Some(f), Some(_)) = (d.state, d.finished_at, d.started_at) {
+                successes.entry(d.env.clone()).or_default().push((f, d.id));
+            }
+        }
+        successes.values_mut().for_each(|v| v.sort_unstable());
+        for r in rows.iter_mut() {
+            let d = &r.deployment;
+            let detected = d.failed_at.or(d.finished_at).unwrap_or(d.created_at);
+            r.next_success_at = successes.get(&d.env).and_then(|v| {
+                let from = v.partition_point(|(f, _)| *f < detected);
+                v[from..].iter().take(2).find(|(_, id)| *id != d.id).map(|(f, _)| *f)
+            });
+        }
+    }
 }
 
 /// The four keys of `/stats`.
@@ -156,12 +181,9 @@ pub struct StatsCounts {
 
 impl Stats {
     /// Deployments of kind `deploy` count as changes; a change failed when its pipeline failed,
-    /// rolled back, or a later `/rollback` undid it. Time to restore runs from when the failure
-    /// was detected to the end of the rollback that restored service (the job's own, or the next
-    /// successful deployment or rollback in that environment).
-    ///
-    /// Linear after sorting: the restore pairing is one sweep per environment over its failures
-    /// and its successes, both in time order.
+    /// rolled back, or a later `/rollback` in its environment undid it. Time to restore runs from
+    /// when the failure was detected to the end of the rollback that restored service (the job's
+    /// own, or the next successful deployment or rollback in that environment, wherever it falls).
     pub fn compute(rows: &[StatsInput], days: u32, now: DateTime<Utc>) -> Stats {
         let _ = now;
         let changes: Vec<&StatsInput> = rows.iter().filter(|r| r.deployment.kind == DeploymentKind::Deploy).collect();
@@ -173,43 +195,13 @@ impl Stats {
             rollbacks: rows.iter().filter(|r| r.deployment.kind == DeploymentKind::Rollback).count(),
             ..StatsCounts::default()
         };
-        // Per environment: its successes by end time, and its failures awaiting a restore by detection time.
-        type EnvSweep<'a> = (Vec<(Millis, i64)>, Vec<(Millis, i64)>);
-        let mut by_env: std::collections::HashMap<&str, EnvSweep> = std::collections::HashMap::new();
-        for r in rows {
-            let d = &r.deployment;
-            if d.state == DeploymentState::Succeeded {
-                if let Some(f) = d.finished_at {
-                    by_env.entry(d.env.as_str()).or_default().0.push((f, d.id));
-                }
-            }
-        }
         for r in changes.iter().filter(|r| failed_change(r)) {
             let d = &r.deployment;
             let detected = d.failed_at.or(d.finished_at).unwrap_or(d.created_at);
-            if d.state == DeploymentState::RolledBack {
-                if let Some(end) = d.finished_at {
-                    counts.restore_total_ms += (end - detected).max(0);
-                    counts.restores += 1;
-                }
-            } else {
-                by_env.entry(d.env.as_str()).or_default().1.push((detected, d.id));
-            }
-        }
-        for (successes, failures) in by_env.values_mut() {
-            successes.sort_unstable();
-            failures.sort_unstable();
-            let mut next = 0;
-            for &(detected, id) in failures.iter() {
-                while next < successes.len() && successes[next].0 < detected {
-                    next += 1;
-                }
-                // The first success at or after detection that is not the failed change itself.
-                let restored = successes[next..].iter().take(2).find(|(_, other)| *other != id).map(|(end, _)| *end);
-                if let Some(end) = restored {
-                    counts.restore_total_ms += end - detected;
-                    counts.restores += 1;
-                }
+            let restored = if d.state == DeploymentState::RolledBack { d.finished_at } else { r.next_success_at };
+            if let Some(end) = restored {
+                counts.restore_total_ms += (end - detected).max(0);
+                counts.restores += 1;
             }
         }
         let mut durations: Vec<i64> = changes

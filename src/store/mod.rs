@@ -17,6 +17,7 @@ mod history;
 mod notify;
 mod outbox;
 mod seed;
+mod stats;
 
 pub use history::{render_history_markdown, Stats, StatsCounts, StatsInput};
 pub use notify::{NewNotification, StoredNotification};
@@ -72,12 +73,12 @@ pub fn describe_url(url: &str) -> String {
 }
 
 /// A bound parameter of a query whose plan [`Store::query_plans`] shows.
-enum Param {
+pub(super) enum Param {
     Int(i64),
     Text(String),
 }
 
-const DEPLOYMENT_COLUMNS: &str = "id, env, kind, version, services, state, requested_by, requested_by_name, channel, \
+pub(super) const DEPLOYMENT_COLUMNS: &str = "id, env, kind, version, services, state, requested_by, requested_by_name, channel, \
     hotfix_reason, scheduled_for, rollback_of, with_db, approvals_required, approval_expires_at, current_step, cancel_requested_by, issues, error, \
     lease_owner, lease_until, rev, created_at, started_at, failed_at, finished_at, updated_at, request_event, resolution";
 
@@ -412,9 +413,18 @@ impl Store {
     /// The states are those of the partial index `deployments_claimable` (migration 0003): a claim
     /// reads the few live jobs, not the finished history.
     pub async fn claim_job(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Option<Deployment>> {
+        Ok(self.claim_jobs(owner, now, lease_ms, 1).await?.pop())
+    }
+
+    /// Claims up to `limit` ready jobs in one statement, oldest first: when many requests arrive
+    /// at once (a fleet deploying together), the runner takes them in a few writes instead of one
+    /// write per job queued behind every running job's writes.
+    pub async fn claim_jobs(&self, owner: &str, now: Millis, lease_ms: i64, limit: i64) -> Result<Vec<Deployment>> {
         let sql = claim_sql(self.dialect);
-        let row = sqlx::query(&sql).bind(owner).bind(now + lease_ms).bind(now).fetch_optional(&self.pool).await?;
-        row.as_ref().map(deployment_from_row).transpose()
+        let rows = sqlx::query(&sql).bind(owner).bind(now + lease_ms).bind(now).bind(limit.max(1)).fetch_all(&self.pool).await?;
+        let mut claimed: Vec<Deployment> = rows.iter().map(deployment_from_row).collect::<Result<_>>()?;
+        claimed.sort_by_key(|d| d.id);
+        Ok(claimed)
     }
 
     /// Extends a lease this owner holds; false when it was lost.
@@ -1040,62 +1050,6 @@ impl Store {
         Ok(row.and_then(|r| r.try_get::<Option<String>, _>(0).ok().flatten()))
     }
 
-    /// `/stats` over the deployments finished since `since`, computed by the database in a few
-    /// scans of a covering index (`deployments_finished`, `deployments_env_finished`); the same
-    /// numbers as [`Stats::compute`] over [`Store::stats_input`], without reading the rows out.
-    pub async fn stats(&self, env: Option<&str>, since: Millis, days: u32) -> Result<Stats> {
-        let (window, next_param) = stats_window(env.is_some());
-        let counts_sql = stats_counts_sql(&window);
-        let mut q = sqlx::query(&counts_sql).bind(since);
-        if let Some(e) = env {
-            q = q.bind(e.to_string());
-        }
-        let row = q.fetch_one(&self.pool).await.context("failed to count deployments for /stats")?;
-        let count = |i: usize| -> Result<usize> { Ok(row.try_get::<i64, _>(i)?.max(0) as usize) };
-        let mut c = StatsCounts {
-            changes: count(0)?,
-            succeeded: count(1)?,
-            failed: count(2)?,
-            completed: count(3)?,
-            rollbacks: count(4)?,
-            ..StatsCounts::default()
-        };
-        let with_duration = count(5)?;
-
-        // The middle one or two durations: the database sorts, only they come back.
-        if with_duration > 0 {
-            let (offset, take) = if with_duration % 2 == 1 { (with_duration / 2, 1) } else { (with_duration / 2 - 1, 2) };
-            let sql = stats_median_sql(&window, next_param, self.dialect);
-            let mut q = sqlx::query(&sql).bind(since);
-            if let Some(e) = env {
-                q = q.bind(e.to_string());
-            }
-            let middle: Vec<i64> =
-                q.bind(take as i64).bind(offset as i64).fetch_all(&self.pool).await?.iter().map(|r| r.try_get::<i64, _>(0)).collect::<Result<_, _>>()?;
-            c.median_ms = history::median_of_sorted(&middle);
-        }
-
-        // A change that rolled back was restored when its own rollback ended.
-        c.restore_total_ms = row.try_get(6)?;
-        c.restores = count(7)?;
-        let sql = stats_restore_sql(&window, env.is_some());
-        let mut q = sqlx::query(&sql).bind(since);
-        if let Some(e) = env {
-            q = q.bind(e.to_string());
-        }
-        let events = q
-            .fetch_all(&self.pool)
-            .await
-            .context("failed to read the failures and restores for /stats")?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(2)?, r.try_get(1)?, r.try_get::<i64, _>(3)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let (total, restores) = restore_sweep(events);
-        c.restore_total_ms += total;
-        c.restores += restores;
-        Ok(Stats::from_counts(days, &c))
-    }
-
     /// The database's plans (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`, which plans an
     /// UPDATE without running it) of the queries behind `/history`, `/stats` and the job
     /// runner's claim, by name, for the tests and the
@@ -1105,20 +1059,13 @@ impl Store {
             Dialect::Sqlite => "EXPLAIN QUERY PLAN ",
             Dialect::Postgres => "EXPLAIN ",
         };
-        let (window_env, next_env) = stats_window(true);
-        let (window_all, next_all) = stats_window(false);
-        let queries: Vec<(&'static str, String, Vec<Param>)> = vec![
+        let mut queries: Vec<(&'static str, String, Vec<Param>)> = vec![
             ("history --env", history_sql(true), vec![Param::Int(20), Param::Text(env.to_string())]),
             ("history", history_sql(false), vec![Param::Int(20)]),
             ("history: rolled back by", rollbacks_of_sql(), vec![Param::Int(1)]),
-            ("claim_job", claim_sql(self.dialect), vec![Param::Text("explain".into()), Param::Int(since), Param::Int(since)]),
-            ("stats --env: counts", stats_counts_sql(&window_env), vec![Param::Int(since), Param::Text(env.to_string())]),
-            ("stats --env: median", stats_median_sql(&window_env, next_env, self.dialect), vec![Param::Int(since), Param::Text(env.to_string()), Param::Int(2), Param::Int(0)]),
-            ("stats --env: restore", stats_restore_sql(&window_env, true), vec![Param::Int(since), Param::Text(env.to_string())]),
-            ("stats: counts", stats_counts_sql(&window_all), vec![Param::Int(since)]),
-            ("stats: median", stats_median_sql(&window_all, next_all, self.dialect), vec![Param::Int(since), Param::Int(2), Param::Int(0)]),
-            ("stats: restore", stats_restore_sql(&window_all, false), vec![Param::Int(since)]),
+            ("claim_job", claim_sql(self.dialect), vec![Param::Text("explain".into()), Param::Int(since), Param::Int(since), Param::Int(16)]),
         ];
+        queries.extend(Store::stats_queries(self.dialect, env, since));
         let mut out = Vec::with_capacity(queries.len());
         for (name, sql, params) in queries {
             let explain = format!("{prefix}{sql}");
@@ -1138,28 +1085,6 @@ impl Store {
             out.push((name, lines.join("\n")));
         }
         Ok(out)
-    }
-
-    /// Deployments finished since `since`, for `/stats`.
-    pub async fn stats_input(&self, env: Option<&str>, since: Millis) -> Result<Vec<StatsInput>> {
-        let mut sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE finished_at IS NOT NULL AND started_at IS NOT NULL AND finished_at >= $1");
-        if env.is_some() {
-            sql.push_str(" AND env = $2");
-        }
-        sql.push_str(" ORDER BY finished_at");
-        let mut q = sqlx::query(&sql).bind(since);
-        if let Some(e) = env {
-            q = q.bind(e.to_string());
-        }
-        let rows: Vec<Deployment> = q.fetch_all(&self.pool).await?.iter().map(deployment_from_row).collect::<Result<_>>()?;
-        let rolled_back: std::collections::HashSet<i64> = rows.iter().filter_map(|d| d.rollback_of).collect();
-        Ok(rows
-            .into_iter()
-            .map(|d| {
-                let later_rolled_back = rolled_back.contains(&d.id);
-                StatsInput { deployment: d, rolled_back_later: later_rolled_back }
-            })
-            .collect())
     }
 }
 
@@ -1195,109 +1120,17 @@ fn history_sql(by_env: bool) -> String {
     )
 }
 
-fn stats_counts_sql(window: &str) -> String {
-    format!(
-        "WITH {window} SELECT \
-           COUNT(CASE WHEN kind = 'deploy' THEN 1 END), \
-           COUNT(CASE WHEN kind = 'deploy' AND state = 'succeeded' AND later = 0 THEN 1 END), \
-           COUNT(CASE WHEN kind = 'deploy' AND {FAILED_CHANGE} THEN 1 END), \
-           COUNT(CASE WHEN kind = 'deploy' AND state <> 'cancelled' THEN 1 END), \
-           COUNT(CASE WHEN kind = 'rollback' THEN 1 END), \
-           COUNT(CASE WHEN kind = 'deploy' AND state = 'succeeded' THEN 1 END), \
-           CAST(COALESCE(SUM(CASE WHEN kind = 'deploy' AND state = 'rolled_back' AND finished_at > COALESCE(failed_at, finished_at) \
-                                  THEN finished_at - COALESCE(failed_at, finished_at) ELSE 0 END), 0) AS BIGINT), \
-           COUNT(CASE WHEN kind = 'deploy' AND state = 'rolled_back' THEN 1 END) \
-         FROM w"
-    )
-}
-
-/// The middle durations: `LIMIT $next OFFSET $next+1`. On SQLite `state || ''` keeps the
-/// planner off `deployments_state`: it otherwise searches that index for every success ever
-/// (800 000 of 1 M) and sorts them, instead of the window's range of `deployments_finished`
-/// (issue 10: 30 days at 1 M rows, ~300 ms to ~20 ms). PostgreSQL plans the range by itself.
-fn stats_median_sql(window: &str, next_param: usize, dialect: Dialect) -> String {
-    let state = match dialect {
-        Dialect::Sqlite => "state || ''",
-        Dialect::Postgres => "state",
-    };
-    format!(
-        "WITH {window} SELECT finished_at - started_at AS ms FROM w WHERE kind = 'deploy' AND {state} = 'succeeded' \
-         ORDER BY ms LIMIT ${} OFFSET ${}",
-        next_param,
-        next_param + 1
-    )
-}
-
-/// Time to restore, the events of the pairing: the failed changes not restored by their own
-/// rollback (`s` = 0, at their detection) and the successes (`s` = 1, at their end), per
-/// environment in time order — but only the successes some failure can pair with: the first
-/// after a failure, and the one after a success that is itself a failed change (undone later
-/// by /rollback), which cannot restore itself. [`restore_sweep`] pairs them. `ev` is
-/// materialized: otherwise SQLite pushes the window's order into the scan and walks the whole
-/// environment index in order instead of searching the window's range. In the second branch
-/// `state || ''` keeps the planner off the state index (every success), so the few rollback
-/// targets drive the join.
-fn stats_restore_sql(window: &str, by_env: bool) -> String {
-    let env_d = if by_env { " AND d.env = $2" } else { "" };
-    format!(
-        "WITH {window}, \
-         ev AS MATERIALIZED ( \
-           SELECT env, id, \
-             CASE WHEN state = 'succeeded' THEN finished_at ELSE COALESCE(failed_at, finished_at) END AS t, \
-             CASE WHEN state = 'succeeded' THEN 1 ELSE 0 END AS s, \
-             CASE WHEN state = 'succeeded' AND kind = 'deploy' AND later = 1 THEN 1 ELSE 0 END AS also_failed \
-           FROM w WHERE state = 'succeeded' OR (kind = 'deploy' AND state <> 'rolled_back' AND {FAILED_CHANGE}) \
-           UNION ALL \
-           SELECT d.env, d.id, COALESCE(d.failed_at, d.finished_at) AS t, 0 AS s, 0 AS also_failed \
-           FROM rb JOIN deployments d ON d.id = rb.target \
-           WHERE d.state || '' = 'succeeded' AND d.kind = 'deploy' AND d.finished_at >= $1 AND d.started_at IS NOT NULL{env_d}), \
-         seq AS ( \
-           SELECT env, id, t, s, LAG(s) OVER win AS prev_s, LAG(also_failed) OVER win AS prev_also_failed \
-           FROM ev WINDOW win AS (PARTITION BY env ORDER BY t, s, id)) \
-         SELECT env, id, t, CAST(s AS BIGINT) FROM seq WHERE s = 0 OR prev_s = 0 OR prev_also_failed = 1"
-    )
-}
-
-/// Pairs each failure with the first success after it (same environment, ended at or after
-/// the detection, not the failure itself): one pass over the events in time order. Returns
-/// the sum of the times to restore and how many were restored.
-fn restore_sweep(mut events: Vec<(String, Millis, i64, i64)>) -> (i64, usize) {
-    events.sort_unstable_by(|a, b| (&a.0, a.1, a.3, a.2).cmp(&(&b.0, b.1, b.3, b.2)));
-    let (mut total, mut restored) = (0, 0);
-    let mut waiting: Vec<(Millis, i64)> = Vec::new();
-    let mut env: Option<&str> = None;
-    for (e, t, id, s) in &events {
-        if env != Some(e.as_str()) {
-            waiting.clear();
-            env = Some(e.as_str());
-        }
-        if *s == 0 {
-            waiting.push((*t, *id));
-            continue;
-        }
-        waiting.retain(|(detected, failed)| {
-            if failed == id {
-                return true;
-            }
-            total += t - detected;
-            restored += 1;
-            false
-        });
-    }
-    (total, restored)
-}
-
 fn claim_sql(dialect: Dialect) -> String {
     let lock_clause = match dialect {
         Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
         Dialect::Sqlite => "",
     };
     format!(
-        "UPDATE deployments SET lease_owner = $1, lease_until = $2, rev = rev + 1 WHERE id = (\
+        "UPDATE deployments SET lease_owner = $1, lease_until = $2, rev = rev + 1 WHERE id IN (\
            SELECT id FROM deployments WHERE {CLAIMABLE} \
              AND (state <> 'scheduled' OR scheduled_for <= $3) \
              AND (lease_until IS NULL OR lease_until < $3) \
-           ORDER BY id LIMIT 1{lock_clause}) \
+           ORDER BY id LIMIT $4{lock_clause}) \
          RETURNING {DEPLOYMENT_COLUMNS}"
     )
 }
@@ -1305,29 +1138,6 @@ fn claim_sql(dialect: Dialect) -> String {
 /// The states a job can be claimed in: the predicate of the partial index `deployments_claimable`,
 /// written exactly as there so both planners can prove the index applies.
 const CLAIMABLE: &str = "state IN ('queued', 'scheduled', 'running', 'verifying', 'monitoring', 'rolling_back')";
-
-/// A change (a deployment of kind `deploy`) that failed, in SQL over the `/stats` window `w`.
-const FAILED_CHANGE: &str = "(later = 1 OR state IN ('failed', 'rolled_back', 'rollback_failed', 'interrupted'))";
-
-/// The `/stats` window as common table expressions: `w`, the deployments that ran and finished
-/// since `$1` (in environment `$2` when filtered), each with `later` = 1 when a `/rollback` in
-/// the window undid it (`IN`: a lookup in the rollback targets, built once, whatever the join
-/// order the planner would pick). Returns them and the number of the next free parameter.
-fn stats_window(by_env: bool) -> (String, usize) {
-    let (env_rb, env_d, next) = if by_env { (" AND env = $2", " AND d.env = $2", 3) } else { ("", "", 2) };
-    (
-        format!(
-            "rb AS (SELECT DISTINCT rollback_of AS target FROM deployments \
-                    WHERE rollback_of IS NOT NULL AND finished_at >= $1 AND started_at IS NOT NULL{env_rb}), \
-             w AS (SELECT d.id, d.env, d.kind, d.state, d.started_at, d.failed_at, d.finished_at, \
-                          CASE WHEN d.id IN (SELECT target FROM rb) THEN 1 ELSE 0 END AS later \
-                   FROM deployments d \
-                   WHERE d.finished_at >= $1 AND d.started_at IS NOT NULL{env_d})"
-        ),
-        next,
-    )
-}
-
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertRecord {
@@ -1378,7 +1188,7 @@ pub struct BackupRecord {
     pub created_at: Millis,
 }
 
-fn deployment_from_row(r: &AnyRow) -> Result<Deployment> {
+pub(super) fn deployment_from_row(r: &AnyRow) -> Result<Deployment> {
     let services: String = r.try_get("services")?;
     let state: String = r.try_get("state")?;
     let kind: String = r.try_get("kind")?;
