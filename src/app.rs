@@ -16,9 +16,10 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 
 use crate::chat::console::{self, ConsoleChat};
+use crate::chat::discord::{DiscordPlatform, DiscordSecrets};
 use crate::chat::slack::{SlackPlatform, SlackSecrets};
 use crate::chat::ChatPlatform;
-use crate::config::{Config, Platform, SlackMode};
+use crate::config::{Config, DiscordMode, Platform, SlackMode};
 use crate::engine::clock::SystemClock;
 use crate::engine::{Clock, Engine};
 use crate::store::Store;
@@ -93,8 +94,13 @@ async fn healthz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
 }
 
 /// Serves the HTTP listener until `shutdown` turns true.
-pub async fn serve(engine: Arc<Engine>, listener: tokio::net::TcpListener, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-    axum::serve(listener, router(engine))
+pub async fn serve(engine: Arc<Engine>, listener: tokio::net::TcpListener, shutdown: watch::Receiver<bool>) -> Result<()> {
+    serve_with(engine, Router::new(), listener, shutdown).await
+}
+
+/// [`serve`] with the routes of a platform that needs its own state (Discord's interactions).
+pub async fn serve_with(engine: Arc<Engine>, extra: Router, listener: tokio::net::TcpListener, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    axum::serve(listener, router(engine).merge(extra))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|s| *s).await;
         })
@@ -166,6 +172,77 @@ async fn run_slack(config: Config) -> Result<()> {
     .await
 }
 
+/// The bot on Discord: the engine with a [`DiscordPlatform`], and what the gateway and the
+/// interactions endpoint need.
+pub struct DiscordApp {
+    pub engine: Arc<Engine>,
+    pub discord: Arc<DiscordPlatform>,
+    pub secrets: DiscordSecrets,
+}
+
+/// Resolves the Discord secrets (the error names the missing variable) and builds the engine on Discord.
+pub async fn build_discord_app(config: Config, clock: Arc<dyn Clock>) -> Result<DiscordApp> {
+    let discord_config = config.chat.discord.clone().context("platform is discord but there is no [chat.discord] table")?;
+    let secrets = DiscordSecrets::resolve(&discord_config, &config.vars)?;
+    let store = Store::connect(&config.bot.database_url).await?;
+    let discord = Arc::new(DiscordPlatform::new(&discord_config, &secrets, &config.reactions, Some(store.clone()))?);
+    let targets = build_targets(&config).await;
+    let chat: Arc<dyn ChatPlatform> = discord.clone();
+    let engine = Engine::new(Arc::new(config), store, chat, targets, clock);
+    Ok(DiscordApp { engine, discord, secrets })
+}
+
+impl DiscordApp {
+    /// `POST /discord/interactions` in interactions mode (no routes otherwise).
+    pub fn routes(&self) -> Router {
+        crate::chat::discord::http::routes(&self.engine, &self.discord, self.secrets.public_key.as_deref())
+    }
+}
+
+/// Registers the commands (when they changed) and opens the gateway, which brings reactions in
+/// both modes and commands in gateway mode. Registration is retried in the background while
+/// Discord is unreachable.
+pub fn start_discord(app: &DiscordApp, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let register = {
+        let discord = app.discord.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                match discord.register_commands().await {
+                    Ok(_) => break,
+                    Err(e) => tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "could not register the Discord commands"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+                wait = (wait * 2).min(Duration::from_secs(300));
+            }
+        })
+    };
+    let gateway = crate::chat::discord::gateway::spawn(app.engine.clone(), app.discord.clone(), app.secrets.token.clone(), shutdown);
+    vec![register, gateway]
+}
+
+/// `deploybot run` on Discord.
+async fn run_discord(config: Config) -> Result<()> {
+    init_tracing(&config.bot.log_format);
+    let listen = config.bot.listen.clone();
+    let app = build_discord_app(config, Arc::new(SystemClock)).await?;
+    let listener = bind(&listen).await?;
+    let mode = app.engine.config.chat.discord.as_ref().map(|d| d.mode).unwrap_or_default();
+    run_until_ctrl_c_with(&app.engine, app.routes(), listener, |shutdown| {
+        let how = match mode {
+            DiscordMode::Gateway => "commands and reactions over the gateway".to_string(),
+            DiscordMode::Interactions => format!("commands on http://{listen}/discord/interactions, reactions over the gateway"),
+        };
+        eprintln!("deploybot is running on Discord ({how}), HTTP on {listen}. Ctrl-C stops.");
+        start_discord(&app, shutdown)
+    })
+    .await
+}
+
 async fn bind(listen: &str) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen} ([bot] listen)"))
 }
@@ -177,13 +254,22 @@ async fn run_until_ctrl_c(
     listener: tokio::net::TcpListener,
     start: impl FnOnce(watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<()> {
+    run_until_ctrl_c_with(engine, Router::new(), listener, start).await
+}
+
+async fn run_until_ctrl_c_with(
+    engine: &Arc<Engine>,
+    extra: Router,
+    listener: tokio::net::TcpListener,
+    start: impl FnOnce(watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>>,
+) -> Result<()> {
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = spawn_loops(engine, shutdown.clone());
     tasks.push(tokio::spawn({
         let engine = engine.clone();
         let shutdown = shutdown.clone();
         async move {
-            if let Err(e) = serve(engine, listener, shutdown).await {
+            if let Err(e) = serve_with(engine, extra, listener, shutdown).await {
                 tracing::error!(error = format!("{e:#}"), "HTTP listener stopped");
             }
         }
@@ -205,12 +291,13 @@ pub async fn run_from_cli(path: &Path, chat: Option<&str>) -> Result<()> {
         None => {}
         Some("console") => config.chat.platform = Platform::Console,
         Some("slack") => config.chat.platform = Platform::Slack,
-        Some(other) => anyhow::bail!("--chat {other}: this build runs the console and slack platforms (console, slack)"),
+        Some("discord") => config.chat.platform = Platform::Discord,
+        Some(other) => anyhow::bail!("--chat {other}: expected console, slack or discord"),
     }
     match config.chat.platform {
         Platform::Console => {}
         Platform::Slack => return Box::pin(run_slack(config)).await,
-        other => anyhow::bail!("[chat] platform = {other:?} is not available in this build yet; use --chat console or slack"),
+        Platform::Discord => return Box::pin(run_discord(config)).await,
     }
     init_tracing(&config.bot.log_format);
     let listen = config.bot.listen.clone();

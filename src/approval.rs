@@ -20,10 +20,16 @@ pub enum Eligibility {
     Requester,
 }
 
+/// The id of a `group:<id>` or `role:<id>` entry of an approver or deployer list.
+pub fn group_id(entry: &str) -> Option<&str> {
+    entry.strip_prefix("group:").or_else(|| entry.strip_prefix("role:"))
+}
+
 impl Rule {
-    /// The `group:` ids a user must be checked against when not listed by id.
+    /// The `group:` (Slack user group) and `role:` (Discord role) ids a user must be checked
+    /// against when not listed by id.
     pub fn groups(&self) -> impl Iterator<Item = &str> {
-        self.approvers.iter().filter_map(|a| a.strip_prefix("group:"))
+        self.approvers.iter().filter_map(|a| group_id(a))
     }
 
     pub fn lists_user(&self, user: &str) -> bool {

@@ -31,7 +31,11 @@ pub enum Command {
         chat: Option<String>,
     },
     /// Validate the config and print a summary, or every problem with its key path.
-    CheckConfig,
+    CheckConfig {
+        /// Also check that every `${VAR}` this environment's steps need is set.
+        #[arg(long)]
+        env: Option<String>,
+    },
     /// Deployment-window policy.
     Policy {
         #[command(subcommand)]
@@ -145,7 +149,7 @@ pub fn main(cli: Cli) -> ExitCode {
 
 async fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::CheckConfig => check_config(&cli.config),
+        Command::CheckConfig { env } => check_config(&cli.config, env.as_deref()),
         Command::Policy { command: PolicyCommand::Check { env, at, hotfix } } => policy_check(&cli.config, &env, at.as_deref(), hotfix),
         Command::Commands { command: CommandsCommand::Export { dir } } => export_commands(&dir),
         Command::History { env, limit, format } => report(history(&cli.config, env.as_deref(), limit, format).await),
@@ -186,17 +190,31 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn check_config(path: &Path) -> ExitCode {
+fn check_config(path: &Path, env: Option<&str>) -> ExitCode {
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let missing: Vec<String> = config
+    let mut missing: Vec<String> = config
         .required_secrets()
         .into_iter()
         .filter(|(_, s)| s.resolve_in(&config.vars).is_err())
         .map(|(key, s)| format!("  - {key}: environment variable {} is not set", s.var()))
         .collect();
+    if let Some(name) = env {
+        let environment = match resolve_env(&config, name).ok().and_then(|e| config.env(&e).cloned()) {
+            Some(e) => e,
+            None => {
+                eprintln!("error: unknown environment \"{name}\" (known: {})", config.environments.keys().map(|e| e.as_str()).collect::<Vec<_>>().join(", "));
+                return ExitCode::from(2);
+            }
+        };
+        missing.extend(
+            crate::checklist::missing_vars(&environment, &config.vars)
+                .into_iter()
+                .map(|(key, var)| format!("  - {key}: environment variable {var} is not set")),
+        );
+    }
     if !missing.is_empty() {
         eprintln!("{} problem(s) in {}:\n{}", missing.len(), path.display(), missing.join("\n"));
         return ExitCode::from(1);

@@ -73,6 +73,10 @@ pub struct BotConfig {
     /// The branch of `history_repo`.
     #[serde(default = "default_history_branch")]
     pub history_branch: String,
+    /// A PEM file of a private CA every HTTP check (health, smoke, checklist, security) trusts
+    /// besides the public roots, unless the check names its own `ca_file`.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 fn default_history_branch() -> String {
@@ -89,6 +93,7 @@ impl Default for BotConfig {
             history_file: None,
             history_repo: None,
             history_branch: default_history_branch(),
+            ca_file: None,
         }
     }
 }
@@ -141,20 +146,41 @@ fn default_slack_api() -> String {
     "https://slack.com/api".into()
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscordMode {
+    /// Commands arrive as `INTERACTION_CREATE` over the gateway (no public URL needed).
+    #[default]
+    Gateway,
+    /// Commands arrive as signed `POST /discord/interactions` on the listener.
+    Interactions,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscordConfig {
+    #[serde(default)]
+    pub mode: DiscordMode,
     pub token: SecretRef,
+    /// The application's Ed25519 public key (hex), literally or as a `${VAR}` reference.
     #[serde(default)]
     pub public_key: Option<String>,
     #[serde(default)]
     pub application_id: Option<String>,
+    /// Register the commands in this guild only (instant), instead of globally.
+    #[serde(default)]
+    pub guild_id: Option<String>,
     #[serde(default = "default_discord_api")]
     pub api_url: String,
 }
 
 fn default_discord_api() -> String {
     "https://discord.com".into()
+}
+
+/// Discord ids are snowflakes: unsigned 64-bit numbers, written as strings.
+fn is_snowflake(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 20 && id.parse::<u64>().is_ok()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -366,10 +392,6 @@ pub struct EnvBase {
     /// Pipeline steps switched off here (`backup`, `migrations`, `verify`, `monitor`).
     #[serde(default)]
     pub skip_steps: Vec<String>,
-    /// The manual pre-deploy checklist, shown in the approval message for the approver to
-    /// confirm by approving.
-    #[serde(default)]
-    pub checklist: Vec<String>,
     /// Preflight: refuse a version whose image is not in the registry (Docker Registry HTTP API
     /// v2). Off by default, so that environments without a registry need none.
     #[serde(default)]
@@ -416,6 +438,10 @@ pub struct Environment {
     pub backup: Option<BackupConfig>,
     pub migrations: Option<MigrationConfig>,
     pub monitor: Option<MonitorConfig>,
+    /// `[environments.X.checklist]` (or `checklist = [...]`, the manual items alone).
+    pub checklist: crate::checklist::ChecklistConfig,
+    /// Every `${VAR}` in the environment's table, with the key path that uses it.
+    pub secret_refs: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -736,7 +762,12 @@ impl Validator {
         }
 
         let services = self.services(services_raw);
-        let environments = self.environments(envs_raw, &services);
+        let mut environments = self.environments(envs_raw, &services);
+        if let (Some(ca_file), Some(envs)) = (&bot.ca_file, environments.as_mut()) {
+            for env in envs.values_mut() {
+                env.verify.default_ca_file = Some(ca_file.clone());
+            }
+        }
         let notify = self.notify(notify_raw, environments.as_ref());
         Some(Config {
             bot,
@@ -843,6 +874,17 @@ impl Validator {
         }
         if let Some(discord) = &chat.discord {
             self.url("chat.discord.api_url", &discord.api_url);
+            if discord.mode == DiscordMode::Interactions && discord.public_key.as_deref().is_none_or(|k| k.trim().is_empty()) {
+                self.problem("chat.discord.public_key", "interactions mode needs public_key = \"${DISCORD_PUBLIC_KEY}\" to verify Discord's requests")
+            }
+            match &discord.application_id {
+                None if chat.platform == Platform::Discord => self.problem("chat.discord.application_id", "the application id is needed to register the commands and answer interactions (Developer Portal → General Information)"),
+                Some(id) if !is_snowflake(id) && SecretRef::parse(id).is_err() => self.problem("chat.discord.application_id", format!("{id:?} is not a Discord id (a number) or a ${{VAR}} reference")),
+                _ => {}
+            }
+            if let Some(id) = discord.guild_id.as_deref().filter(|id| !is_snowflake(id)) {
+                self.problem("chat.discord.guild_id", format!("{id:?} is not a Discord id (a number)"))
+            }
         }
         match chat.platform {
             Platform::Slack if chat.slack.is_none() => self.problem("chat.slack", "platform is slack but there is no [chat.slack] table"),
@@ -985,7 +1027,28 @@ impl Validator {
         let backup_raw = table.remove("backup");
         let migrations_raw = table.remove("migrations");
         let monitor_raw = table.remove("monitor");
+        let checklist_raw = table.remove("checklist");
+        let mut secret_refs = Vec::new();
+        for (key, value) in table.iter().map(|(k, v)| (k.as_str(), v)).chain([("target", &target_raw), ("verify", &verify_raw), ("backup", &backup_raw), ("migrations", &migrations_raw), ("monitor", &monitor_raw), ("checklist", &checklist_raw)].into_iter().filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))) {
+            collect_secret_refs(&format!("{path}.{key}"), value, &mut secret_refs);
+        }
         let base: Option<EnvBase> = self.section(path, toml::Value::Table(table));
+
+        let checklist = match checklist_raw {
+            None => Some(crate::checklist::ChecklistConfig::default()),
+            Some(v) => match crate::checklist::ChecklistConfig::from_value(v) {
+                Ok(c) => {
+                    for (p, m) in c.validate() {
+                        self.problem(format!("{path}.checklist.{p}"), m);
+                    }
+                    Some(c)
+                }
+                Err(m) => {
+                    self.problem(format!("{path}.checklist"), m);
+                    None
+                }
+            },
+        };
 
         let target: Option<TargetConfig> = match target_raw {
             Some(v) => self.section(&format!("{path}.target"), v),
@@ -1145,6 +1208,8 @@ impl Validator {
             backup: backup?,
             migrations: migrations?,
             monitor: monitor?,
+            checklist: checklist?,
+            secret_refs,
             base,
         })
     }
@@ -1152,10 +1217,10 @@ impl Validator {
     fn approver_list(&mut self, path: &str, list: &[String]) {
         for (i, a) in list.iter().enumerate() {
             let ok = a == "*"
-                || a.strip_prefix("group:").is_some_and(valid_chat_id)
+                || crate::approval::group_id(a).is_some_and(valid_chat_id)
                 || valid_chat_id(a);
             if !ok {
-                self.problem(format!("{path}[{i}]"), format!("\"{a}\" is not a user id, group:<id> or \"*\""));
+                self.problem(format!("{path}[{i}]"), format!("\"{a}\" is not a user id, group:<id>, role:<id> or \"*\""));
             }
         }
     }
@@ -1300,4 +1365,26 @@ pub fn parse_s3_uri(uri: &str) -> Result<(String, String), String> {
     }
     let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
     Ok((bucket.to_string(), prefix))
+}
+
+/// Every `${VAR}` in `value`, as (key path, variable), in file order.
+fn collect_secret_refs(path: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::String(s) => {
+            for var in crate::secrets::referenced_vars(s) {
+                out.push((path.to_string(), var));
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                collect_secret_refs(&format!("{path}[{i}]"), item, out);
+            }
+        }
+        toml::Value::Table(table) => {
+            for (key, item) in table {
+                collect_secret_refs(&format!("{path}.{key}"), item, out);
+            }
+        }
+        _ => {}
+    }
 }

@@ -20,6 +20,7 @@ pub mod app;
 pub mod approval;
 pub mod backup;
 pub mod chat;
+pub mod checklist;
 pub mod cli;
 pub mod config;
 pub mod demo;

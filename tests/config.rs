@@ -289,6 +289,12 @@ fn each_mistake_alone_is_reported_at_its_key_path() {
         ("[bot]\n", "[reactions]\napprove = \"x\"\n\n[bot]\n", "reactions.reject", "must differ"),
         ("[bot]\n", "[chat]\nplatform = \"discord\"\n\n[bot]\n", "chat.discord", "no [chat.discord] table"),
         ("[bot]\n", "[chat]\nplatform = \"irc\"\n\n[bot]\n", "chat.platform", "irc"),
+        ("[bot]\n", "[chat]\nplatform = \"discord\"\n\n[chat.discord]\ntoken = \"${DISCORD_TOKEN}\"\n\n[bot]\n", "chat.discord.application_id", "application id is needed"),
+        ("[bot]\n", "[chat.discord]\ntoken = \"${DISCORD_TOKEN}\"\napplication_id = \"my-bot\"\n\n[bot]\n", "chat.discord.application_id", "not a Discord id"),
+        ("[bot]\n", "[chat.discord]\nmode = \"interactions\"\ntoken = \"${DISCORD_TOKEN}\"\napplication_id = \"123\"\n\n[bot]\n", "chat.discord.public_key", "interactions mode needs"),
+        ("[bot]\n", "[chat.discord]\ntoken = \"${DISCORD_TOKEN}\"\napplication_id = \"123\"\nguild_id = \"main\"\n\n[bot]\n", "chat.discord.guild_id", "not a Discord id"),
+        ("[bot]\n", "[chat.discord]\nmode = \"webhooks\"\ntoken = \"${DISCORD_TOKEN}\"\n\n[bot]\n", "chat.discord.mode", "webhooks"),
+        ("requires = [\"staging\"]", "requires = [\"staging\"]\ndeployers = [\"role:ops team\"]", "environments.production.deployers[0]", "role:<id>"),
         ("[bot]\n", "[chat.slack]\nmode = \"events\"\nbot_token = \"${SLACK_BOT_TOKEN}\"\n\n[bot]\n", "chat.slack.signing_secret", "events mode needs"),
         ("[bot]\n", "[chat.slack]\nbot_token = \"${SLACK_BOT_TOKEN}\"\napp_token = \"${SLACK_APP_TOKEN}\"\napi_url = \"ftp://slack.com/api\"\n\n[bot]\n", "chat.slack.api_url", "unsupported URL scheme \"ftp\""),
         ("sqlite://deploybot.db", "mysql://db/deploybot", "bot.database_url", "unsupported database URL"),
@@ -507,4 +513,36 @@ fn a_loaded_config_prints_references_not_values() {
         assert!([SLACK_BOT, SLACK_APP].contains(&value.expose()), "{key} resolves to its variable");
         assert_eq!(deploybot::secrets::redact(&format!("Bearer {}", value.expose())), "Bearer •••");
     }
+}
+
+#[test]
+fn a_discord_config_with_role_deployers_and_references_loads() {
+    let text = BASE.replacen(
+        "[bot]\n",
+        "[chat]\nplatform = \"discord\"\n\n[chat.discord]\nmode = \"interactions\"\ntoken = \"${DISCORD_TOKEN}\"\napplication_id = \"${DISCORD_APPLICATION_ID}\"\npublic_key = \"${DISCORD_PUBLIC_KEY}\"\nguild_id = \"987654321098765432\"\n\n[bot]\n",
+        1,
+    );
+    let text = text.replacen("requires = [\"staging\"]", "requires = [\"staging\"]\ndeployers = [\"role:1400000000000000001\", \"1300000000000000001\"]", 1);
+    let config = Config::parse(&text).unwrap_or_else(|p| panic!("{}", show(&p)));
+    let discord = config.chat.discord.expect("the [chat.discord] table");
+    assert_eq!(discord.mode, deploybot::config::DiscordMode::Interactions);
+    assert_eq!(discord.guild_id.as_deref(), Some("987654321098765432"));
+}
+
+#[test]
+fn run_on_discord_stops_at_start_naming_a_missing_variable_or_a_bad_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = BASE.replacen(
+        "[bot]\n",
+        "[chat]\nplatform = \"discord\"\n\n[chat.discord]\nmode = \"interactions\"\ntoken = \"${DEPLOYBOT_TEST_DISCORD_TOKEN_CLI}\"\napplication_id = \"123456789012345678\"\npublic_key = \"${DEPLOYBOT_TEST_DISCORD_KEY_CLI}\"\n\n[bot]\n",
+        1,
+    );
+    let config = write(dir.path(), "deploybot.toml", &text);
+    let (code, _, err) = deploybot(&config, &["run"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("DEPLOYBOT_TEST_DISCORD_TOKEN_CLI"), "names the variable: {err}");
+    let (code, _, err) = deploybot(&config, &["run"], &[("DEPLOYBOT_TEST_DISCORD_TOKEN_CLI", "bot-token-value-cli"), ("DEPLOYBOT_TEST_DISCORD_KEY_CLI", "not-a-key")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("public_key") && err.contains("64 hex"), "{err}");
+    assert!(!err.contains("bot-token-value-cli"), "the token never printed: {err}");
 }

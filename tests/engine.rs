@@ -1020,23 +1020,22 @@ timeout = "10s"
 }
 
 async fn a_migration_command_naming_an_unset_variable_fails_before_any_service_changes(store: Backend) {
-    let h = Harness::with_vars(
-        store,
-        r#"
+    let extra = r#"
 [environments.staging.migrations]
 command = ["sh", "-c", "echo $TOKEN"]
 env = { TOKEN = "${DEPLOYBOT_TEST_SURELY_UNSET_MIGRATION_VAR}" }
-"#,
-        deploybot::secrets::Vars::from_pairs([("DEPLOYBOT_TEST_SOME_OTHER_VAR", "x")]),
-    )
-    .await;
-    let id = h.deploy("v1.0.0", "staging").await;
-    let d = h.deployment(id).await;
-    assert_eq!(d.state, DeploymentState::Failed, "{:?}", d.error);
-    let error = d.error.unwrap_or_default();
-    assert!(error.contains("DEPLOYBOT_TEST_SURELY_UNSET_MIGRATION_VAR is not set"), "{error}");
-    let steps = h.app.engine.store.steps(id).await.unwrap();
-    assert!(steps.iter().all(|s| s.name != "deploy"), "no service changed: {steps:?}");
+"#;
+    // The checklist's built-in item refuses the request, naming the variable and where it is used.
+    let h = Harness::with_vars(store, extra, deploybot::secrets::Vars::from_pairs([("DEPLOYBOT_TEST_SOME_OTHER_VAR", "x")])).await;
+    let reply = h.say("/deploy v1.0.0 staging").await;
+    assert!(
+        reply.contains("required checklist item 'environment variables configured' failed: DEPLOYBOT_TEST_SURELY_UNSET_MIGRATION_VAR is not set (needed by environments.staging.migrations.env.TOKEN)"),
+        "{reply}"
+    );
+    let id = h.latest().await;
+    assert_eq!(h.deployment(id).await.state, DeploymentState::Denied);
+    assert!(h.deploy_log().is_empty(), "no service changed");
+    assert_eq!(h.steps(id).await, vec![("checklist".to_string(), StepState::Failed)], "nothing but the checklist ran");
 }
 
 on_each_store!(

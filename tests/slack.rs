@@ -20,15 +20,6 @@ use serde_json::Value;
 use slack_support::{Call, FakeSlack, Fault, Outage};
 use tokio::sync::watch;
 
-const DEPLOY_SH: &str = r#"#!/bin/sh
-set -e
-dir=$(dirname "$0")
-env=$1 service=$2 version=$3
-if [ -f "$dir/sleep" ]; then echo "$env $service $version" > "$dir/sleeping"; sleep "$(cat "$dir/sleep")"; fi
-echo "$env $service $version" >> "$dir/deploy.log"
-echo "$version" > "$dir/$env-$service.version"
-echo "deployed $service $version"
-"#;
 
 const LONG: Duration = Duration::from_secs(30);
 const SHORT: Duration = Duration::from_secs(5);
@@ -152,7 +143,7 @@ impl World {
     async fn new() -> World {
         app::init_tracing("text");
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("deploy.sh"), DEPLOY_SH).unwrap();
+        std::fs::write(dir.path().join("deploy.sh"), support::bot::DEPLOY_SH).unwrap();
         let secrets = Secrets::new();
         let slack = FakeSlack::start(&secrets.bot, &secrets.app).await;
         slack.add_user("U0ALICE", "Alice");

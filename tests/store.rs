@@ -1327,3 +1327,22 @@ async fn history_names_the_migrations_the_deployment_applied() {
         assert!(json[0].get("migrations").is_none(), "{}: no key when no migrations ran", db.name);
     }
 }
+
+/// Discord interaction tokens: kept once per interaction, read back while they are valid,
+/// forgotten after.
+#[tokio::test]
+async fn discord_interaction_tokens_are_kept_for_their_lifetime() {
+    const KEEP: i64 = 15 * MINUTE;
+    for db in stores().await {
+        let s = &db.store;
+        s.put_interaction_token("1200000000000000001", "token-one", T0, KEEP).await.unwrap();
+        s.put_interaction_token("1200000000000000001", "token-replayed", T0 + 1, KEEP).await.unwrap();
+        assert_eq!(s.interaction_token("1200000000000000001", T0 - KEEP).await.unwrap(), Some(("token-one".to_string(), T0)), "{}: the first token stays", db.name);
+        assert_eq!(s.interaction_token("1200000000000000001", T0 + 1).await.unwrap(), None, "{}: older than asked for", db.name);
+        assert_eq!(s.interaction_token("1200000000000000002", 0).await.unwrap(), None, "{}", db.name);
+        // A later interaction prunes the expired ones.
+        s.put_interaction_token("1200000000000000003", "token-three", T0 + KEEP + 1, KEEP).await.unwrap();
+        assert_eq!(s.interaction_token("1200000000000000001", 0).await.unwrap(), None, "{}: pruned", db.name);
+        assert!(s.interaction_token("1200000000000000003", T0).await.unwrap().is_some(), "{}", db.name);
+    }
+}

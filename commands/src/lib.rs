@@ -47,7 +47,7 @@ pub use catalog::Catalog;
 pub use deploy::{At, DeployArgs};
 pub use history::DEFAULT_LIMIT as DEFAULT_HISTORY_LIMIT;
 pub use logs::LogsArgs;
-pub use manifest::{discord_commands_json, slack_manifest_yaml};
+pub use manifest::{discord_commands_json, discord_text, slack_manifest_yaml, DiscordOption};
 pub use newtypes::{DeploymentId, EnvName, ServiceName, Version};
 pub use rollback::RollbackArgs;
 pub use stats::DEFAULT_DAYS as DEFAULT_STATS_DAYS;

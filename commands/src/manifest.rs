@@ -130,6 +130,40 @@ pub fn discord_commands_json() -> String {
     text
 }
 
+/// One option of a Discord `APPLICATION_COMMAND` interaction: its name and its JSON value.
+pub type DiscordOption = (String, Json);
+
+/// The text line a Discord command's options stand for, as [`discord_commands_json`] promises:
+/// positionals in the spec's order, then `--name value` for each flag given (`--name` alone for a
+/// `true` boolean, nothing for `false`), each value through [`crate::quote`]. An option the
+/// command does not have becomes a flag too, so the parser names it in its usage error.
+/// `None` when `command` is not one of ours.
+pub fn discord_text(command: &str, options: &[DiscordOption]) -> Option<String> {
+    let name: CommandName = command.trim().trim_start_matches('/').parse().ok()?;
+    let spec = name.spec();
+    let value_text = |v: &Json| match v {
+        Json::String(s) => crate::quote(s),
+        other => other.to_string(),
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for param in spec.params.iter().filter(|p| p.shape != Shape::Flag) {
+        if let Some((_, v)) = options.iter().find(|(n, _)| n == param.name) {
+            parts.push(value_text(v));
+        }
+    }
+    for (option, v) in options {
+        if spec.params.iter().any(|p| p.name == option && p.shape != Shape::Flag) {
+            continue;
+        }
+        match v {
+            Json::Bool(true) => parts.push(format!("--{option}")),
+            Json::Bool(false) => {}
+            v => parts.push(format!("--{option} {}", value_text(v))),
+        }
+    }
+    Some(parts.join(" "))
+}
+
 const DISCORD_STRING: u8 = 3;
 const DISCORD_INTEGER: u8 = 4;
 const DISCORD_BOOLEAN: u8 = 5;
@@ -177,6 +211,37 @@ mod tests {
             && name
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    }
+
+    fn opts(list: &[(&str, Json)]) -> Vec<DiscordOption> {
+        list.iter().map(|(n, v)| (n.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn discord_options_become_the_same_text_line() {
+        let options = opts(&[
+            ("hotfix", json!("fix \"quoted\" login")),
+            ("env", json!("prod")),
+            ("version", json!("v1.0.0")),
+            ("dry-run", json!(true)),
+            ("services", json!("backend")),
+        ]);
+        let text = discord_text("deploy", &options).unwrap();
+        assert!(text.starts_with("\"v1.0.0\" \"prod\" "), "{text}");
+        let line = format!("/deploy {text}");
+        match crate::test_support::parse_ok(&line) {
+            crate::Command::Deploy(args) => {
+                assert_eq!(args.version.as_str(), "v1.0.0");
+                assert_eq!(args.env.as_str(), "production");
+                assert_eq!(args.hotfix.as_deref(), Some("fix \"quoted\" login"));
+                assert!(args.dry_run);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(discord_text("cancel", &opts(&[("deployment-id", json!(42))])).unwrap(), "42");
+        assert_eq!(discord_text("deploy", &opts(&[("dry-run", json!(false))])).unwrap(), "");
+        assert_eq!(discord_text("status", &opts(&[("bogus", json!("x"))])).unwrap(), "--bogus \"x\"");
+        assert_eq!(discord_text("nope", &[]), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::config::BackupConfig;
 use crate::secrets::Secret;
 
 mod pg;
-mod s3;
+pub mod s3;
 
 pub use pg::dump_row_counts;
 pub use s3::S3Location;

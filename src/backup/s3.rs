@@ -93,4 +93,29 @@ impl S3Location {
             }
         }
     }
+
+    /// Writes and deletes a small object under the prefix: the destination takes uploads with the
+    /// configured credentials (the checklist's "backup destination writable").
+    #[tracing::instrument(skip_all, fields(bucket = %self.bucket))]
+    pub async fn check_writable(&self) -> Result<(), BackupError> {
+        let name = ".deploybot-write-check";
+        let uri = self.uri_of(name);
+        let key = format!("{}{name}", self.prefix);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .body(ByteStream::from_static(b"deploybot checks that backups can be written here\n"))
+            .send()
+            .await
+            .map_err(|e| BackupError::S3 { action: "write a test object to", uri: uri.clone(), cause: DisplayErrorContext(&e).to_string() })?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| BackupError::S3 { action: "delete the test object from", uri, cause: DisplayErrorContext(&e).to_string() })?;
+        Ok(())
+    }
 }

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 
 pub mod console;
+pub mod discord;
 pub mod outbox;
 pub mod slack;
 
@@ -77,6 +78,16 @@ pub trait ChatPlatform: Send + Sync {
     async fn reply(&self, channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError>;
     /// A message only `user` sees.
     async fn ephemeral(&self, channel: &str, user: &str, msg: &OutMessage) -> Result<(), ChatError>;
+    /// The private answer stored under the outbox key `key` (`reply:<event id>` for the answer
+    /// to a command): platforms that answer a command through the command itself (Discord's
+    /// interactions) find it by the key; the others send an [`ChatPlatform::ephemeral`].
+    async fn private_reply(&self, _key: &str, channel: &str, user: &str, msg: &OutMessage) -> Result<(), ChatError> {
+        self.ephemeral(channel, user, msg).await
+    }
+    /// Called once after a message was posted (`id`) with the purpose it was written for
+    /// (`approval`, `alert`, …): Discord adds the emoji people are asked to react with.
+    /// Failures are the platform's to log; the message stays posted.
+    async fn decorate(&self, _id: &str, _purpose: &str, _msg: &OutMessage) {}
     /// Whether `user` belongs to the group (Slack user group, Discord role).
     async fn in_group(&self, user: &str, group: &str) -> Result<bool, ChatError>;
     /// The person's display name, when the platform's events carry only an id (Slack reactions).
@@ -87,4 +98,22 @@ pub trait ChatPlatform: Send + Sync {
     fn edit_interval(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
+}
+
+/// Stores an inbound event with its payload (once: a repeated event id is a retry, a redelivery
+/// or a replay) and handles it in a spawned task; returns whether it was new. Only the store's
+/// insert is awaited, and it is awaited before the platform is answered: an error here means
+/// "not recorded, try again".
+pub async fn accept(engine: &std::sync::Arc<crate::engine::Engine>, event: ChatEvent) -> anyhow::Result<bool> {
+    if !engine.accept(&event).await? {
+        return Ok(false);
+    }
+    let engine = engine.clone();
+    let platform = engine.chat.name();
+    tokio::spawn(async move {
+        if let Err(e) = engine.process(event).await {
+            tracing::error!(error = format!("{e:#}"), platform, "a chat event could not be handled");
+        }
+    });
+    Ok(true)
 }

@@ -266,7 +266,7 @@ impl Outbox {
             }
         }
         let result: Result<Option<String>, ChatError> = match (&m.recipient, &m.platform_id, &m.thread_key) {
-            (Some(user), _, _) => self.chat.ephemeral(&m.channel, user, &msg).await.map(|()| None),
+            (Some(user), _, _) => self.chat.private_reply(&m.key, &m.channel, user, &msg).await.map(|()| None),
             (None, Some(id), _) => self.chat.edit(&m.channel, id, &msg).await.map(|()| Some(id.clone())),
             (None, None, Some(parent)) => match self.store.outbox_message(parent).await {
                 Ok(Some(StoredMessage { platform_id: Some(parent_id), .. })) => self.chat.reply(&m.channel, &parent_id, &msg).await.map(Some),
@@ -294,6 +294,12 @@ impl Outbox {
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     recorded = self.store.outbox_mark_posted(m.id, id.as_deref(), m.rev, now_ms()).await;
+                }
+                // A new message: the platform may add what goes with it (Discord's reactions),
+                // off the delivery round.
+                if let (false, None, Some(id)) = (is_edit, &m.recipient, id) {
+                    let (chat, purpose) = (self.chat.clone(), m.purpose.clone());
+                    tokio::spawn(async move { chat.decorate(&id, &purpose, &msg).await });
                 }
                 (recorded, Next::Continue)
             }

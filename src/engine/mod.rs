@@ -279,7 +279,7 @@ impl Engine {
         if list.iter().any(|a| a == "*" || a == user) {
             return Ok(true);
         }
-        for g in list.iter().filter_map(|a| a.strip_prefix("group:")) {
+        for g in list.iter().filter_map(|a| crate::approval::group_id(a)) {
             if self.chat.in_group(user, g).await.unwrap_or(false) {
                 return Ok(true);
             }
@@ -357,8 +357,34 @@ impl Engine {
             return Ok(Reply(refusal));
         }
 
+        // The checklist's automatic items: shown in the approval message; a failed required one
+        // refuses the deployment here, before anything changes.
+        let checklist = if crate::checklist::has_automatic_items(&env) { Some(crate::checklist::evaluate(&env, &self.config.vars, &self.http, &version).await) } else { None };
+
         if args.dry_run {
-            return self.plan(&env, &version, &services, hotfix).await.map(Reply);
+            let mut plan = self.plan(&env, &version, &services, hotfix).await?;
+            if let Some(results) = &checklist {
+                plan.push_str(&format!("\nChecklist now:\n{}", results.lines()));
+            }
+            return Ok(Reply(plan));
+        }
+
+        if let Some(item) = checklist.as_ref().and_then(|c| c.refusal()) {
+            let reason = format!("required checklist item '{}' failed: {}", item.name, render::first_line(&item.detail));
+            let record = self.new_deployment(&env, user, channel, &version, &services, args.hotfix.clone(), DeploymentState::Denied, None, 0, None);
+            let d = self.store.create_deployment(&record, now.timestamp_millis()).await?;
+            // Recorded with its reason already: this event was handled before.
+            if d.error.is_some() {
+                if let Some(reply) = handled_before(&d) {
+                    return Ok(reply);
+                }
+            }
+            self.store.transition(d.id, &[DeploymentState::Denied], DeploymentState::Denied, &Patch { error: Some(reason.clone()), ..Patch::default() }, &user.id, now.timestamp_millis()).await?;
+            if let Some(results) = &checklist {
+                self.record_checklist(d.id, 0, results).await?;
+            }
+            let lines = checklist.as_ref().map(|c| c.lines()).unwrap_or_default();
+            return Ok(Reply(crate::secrets::redact(&format!("🚫 {} refused before anything changed: {reason}\n{lines}", d.short_id()))));
         }
 
         let (required, expires_after) = match (&env.approvals, hotfix) {
@@ -380,6 +406,9 @@ impl Engine {
         let d = self.store.create_deployment(&record, now.timestamp_millis()).await?;
         if let Some(reply) = handled_before(&d) {
             return Ok(reply);
+        }
+        if let Some(results) = &checklist {
+            self.record_checklist(d.id, 0, results).await?;
         }
         if scheduled_for.is_none() && rolls_forward.is_none() {
             let lock = Lock { env: env.name.to_string(), kind: LockKind::Deployment, holder: user.id.clone(), reason: format!("{} {}", d.short_id(), version), deployment_id: Some(d.id), created_at: now.timestamp_millis() };
@@ -530,7 +559,7 @@ impl Engine {
             step(format!("deploy {s}: {image}:{current} → {image}:{version}; rollback would restore {current}"), &mut lines);
         }
         if env.step_enabled("verify") {
-            step(format!("verify: {} health check(s), {} smoke test(s)", env.verify.health.len(), env.verify.smoke.len()), &mut lines);
+            step(format!("verify: {} health check(s), {} smoke test(s), {} security check(s)", env.verify.health.len(), env.verify.smoke.len(), env.verify.security.len()), &mut lines);
         }
         if let Some(m) = env.monitor.as_ref().filter(|_| env.step_enabled("monitor")) {
             step(format!("monitor: {} rule(s) and {} log pattern(s) for {}", m.rules.len(), m.log_patterns.len(), m.watch), &mut lines);
@@ -591,13 +620,22 @@ impl Engine {
         EnvName::new(&d.env).ok().and_then(|e| self.config.env(&e)).map(|e| e.base.channel.clone()).unwrap_or_else(|| d.channel.clone())
     }
 
+    /// Records a checklist run as a `checklist` step whose detail is one line per item.
+    pub(crate) async fn record_checklist(&self, id: i64, seq: i64, results: &crate::checklist::Results) -> Result<Step> {
+        let step = self.store.start_step(id, seq, "checklist", self.now_ms()).await?;
+        let state = if results.refusal().is_some() { StepState::Failed } else { StepState::Succeeded };
+        self.store.finish_step(step.id, state, Some(&results.lines()), self.now_ms()).await?;
+        Ok(step)
+    }
+
     pub(crate) async fn post_approval(&self, id: i64) -> Result<()> {
         let d = self.store.deployment(id).await?.context("deployment vanished")?;
         let tally = self.tally(&d).await?;
+        let checked = self.store.steps(id).await?.into_iter().rfind(|s| s.name == "checklist").and_then(|s| s.detail);
         let text = render::approval(
             &d,
             &tally.render(),
-            &self.manual_checklist(&d),
+            render::Checklist { checked: checked.as_deref(), manual: &self.manual_checklist(&d) },
             &self.config.reactions.approve,
             &self.config.reactions.reject,
             d.approval_expires_at.map(from_millis),
@@ -610,7 +648,7 @@ impl Engine {
     }
 
     fn manual_checklist(&self, d: &Deployment) -> Vec<String> {
-        EnvName::new(&d.env).ok().and_then(|e| self.config.env(&e)).map(|e| e.base.checklist.clone()).unwrap_or_default()
+        EnvName::new(&d.env).ok().and_then(|e| self.config.env(&e)).map(|e| e.checklist.manual.clone()).unwrap_or_default()
     }
 
     // ------------------------------------------------------------------------------ approvals
@@ -689,7 +727,7 @@ impl Engine {
             }
             Eligibility::NotAnApprover => {
                 if added {
-                    self.thread(&d, &format!("ignored:{}", user.id), &format!("{}'s reaction does not count: they are not an approver for {} (approvers: {}).", render::mention(&user.id), d.env, rule.approvers.join(", "))).await?;
+                    self.thread(&d, &format!("ignored:{}", user.id), &format!("{}'s reaction does not count: they are not an approver for {} (approvers: {}).", render::mention(&user.id), d.env, access::people(&rule.approvers))).await?;
                 }
                 return Ok(());
             }
@@ -834,7 +872,7 @@ impl Engine {
         let env = self.env(env)?;
         let current = self.store.service_versions(env.name.as_str()).await?;
         let version = current.first().map(|s| s.version.clone()).unwrap_or_default();
-        let report = crate::verify::run(&env.verify, &crate::verify::Vars::new(version.clone(), env.name.to_string(), format!("verify-{}", self.now_ms())), &self.http).await;
+        let report = crate::verify::run_in(&env.verify, &crate::verify::Vars::new(version.clone(), env.name.to_string(), format!("verify-{}", self.now_ms())), &self.http, &self.config.vars).await;
         let text = format!("{} /verify {} by {}: {}\n{}", if report.ok { "✅" } else { "❌" }, env.name, render::mention(&user.id), report.summary(), report.details());
         self.outbox
             .send(Draft { key: &format!("verify:{}:{}", env.name, self.now_ms()), channel: &env.base.channel, thread_key: None, deployment_id: None, alert_id: None, purpose: "verify", text: &text })

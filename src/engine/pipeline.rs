@@ -336,6 +336,18 @@ impl Engine {
     }
 
     async fn preflight(&self, d: &Deployment, env: &Environment, seq: i64) -> Result<(), Stop> {
+        // The checklist again (time has passed since the request), before anything changes. A
+        // rollback is never held back by it: it goes back to what ran before.
+        if d.kind == DeploymentKind::Deploy && crate::checklist::has_automatic_items(env) {
+            let step = self.begin_step(d, seq, "checklist").await.map_err(internal)?;
+            let results = crate::checklist::evaluate(env, &self.config.vars, &self.http, &d.version).await;
+            let state = if results.refusal().is_some() { StepState::Failed } else { StepState::Succeeded };
+            self.end_step(d, &step, state, &results.lines()).await.map_err(internal)?;
+            if let Some(item) = results.refusal() {
+                let reason = format!("required checklist item '{}' failed: {}", item.name, render::first_line(&item.detail));
+                return Err(Stop::Failed { step: "checklist".into(), reason, diagnostics: None });
+            }
+        }
         let step = self.begin_step(d, seq, "preflight").await.map_err(internal)?;
         let result = self.preflight_inner(d, env).await;
         match result {
@@ -507,7 +519,7 @@ impl Engine {
     }
 
     async fn verify_step(&self, d: &Deployment, env: &Environment, seq: i64, name: &str) -> Result<(), Stop> {
-        if env.verify.health.is_empty() && env.verify.smoke.is_empty() {
+        if env.verify.health.is_empty() && env.verify.smoke.is_empty() && env.verify.security.is_empty() {
             return Ok(());
         }
         if !env.step_enabled("verify") {
@@ -516,7 +528,7 @@ impl Engine {
         }
         self.store.transition(d.id, &[DeploymentState::Running, DeploymentState::Verifying], DeploymentState::Verifying, &Patch::default(), "deploybot", self.now_ms()).await.map_err(internal)?;
         let step = self.begin_step(d, seq, name).await.map_err(internal)?;
-        let report = crate::verify::run(&env.verify, &crate::verify::Vars::new(d.version.clone(), d.env.clone(), format!("{}-{}", d.id, step.attempt)), &self.http).await;
+        let report = crate::verify::run_in(&env.verify, &crate::verify::Vars::new(d.version.clone(), d.env.clone(), format!("{}-{}", d.id, step.attempt)), &self.http, &self.config.vars).await;
         if report.ok {
             self.end_step(d, &step, StepState::Succeeded, &report.summary()).await.map_err(internal)?;
             Ok(())

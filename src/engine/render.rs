@@ -89,6 +89,11 @@ pub fn progress(d: &Deployment, steps: &[Step], services: &[DeploymentService], 
             _ => String::new(),
         };
         out.push_str(&format!("\n{icon} {}{took}{note}", s.name));
+        if s.name == "checklist" {
+            for line in s.detail.as_deref().unwrap_or_default().lines() {
+                out.push_str(&format!("\n    {line}"));
+            }
+        }
     }
     if let Some(e) = &d.error {
         if d.state.is_terminal() || d.state == DeploymentState::Interrupted {
@@ -105,8 +110,15 @@ pub fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or_default()
 }
 
-/// The approval request: what, who asked, the manual checklist, the votes.
-pub fn approval(d: &Deployment, votes: &str, manual_checklist: &[String], approve: &str, reject: &str, expires: Option<DateTime<Utc>>, tz: Tz) -> String {
+/// What the approval message lists: the bot's checklist lines (one per item) and the manual items.
+pub struct Checklist<'a> {
+    pub checked: Option<&'a str>,
+    pub manual: &'a [String],
+}
+
+/// The approval request: what, who asked, the checklist, the votes.
+pub fn approval(d: &Deployment, votes: &str, checklist: Checklist<'_>, approve: &str, reject: &str, expires: Option<DateTime<Utc>>, tz: Tz) -> String {
+    let Checklist { checked, manual: manual_checklist } = checklist;
     let mut out = format!(
         "🔐 *Approval needed for {} {} → {}* (requested by {})",
         d.short_id(),
@@ -119,6 +131,12 @@ pub fn approval(d: &Deployment, votes: &str, manual_checklist: &[String], approv
     }
     if d.with_db {
         out.push_str(&format!("\n⚠️ Rollback of #{} WITH DATABASE RESTORE: writes since its backup are lost (see the thread).", d.rollback_of.unwrap_or_default()));
+    }
+    if let Some(lines) = checked.filter(|l| !l.trim().is_empty()) {
+        out.push_str("\n*Checklist (checked by the bot):*");
+        for line in lines.lines() {
+            out.push_str(&format!("\n{line}"));
+        }
     }
     if !manual_checklist.is_empty() {
         out.push_str("\nBy approving you confirm:");

@@ -182,6 +182,14 @@ impl ChatPlatform for MeteredChat {
         global().chat_result(&r);
         r
     }
+    async fn private_reply(&self, key: &str, channel: &str, user: &str, msg: &OutMessage) -> Result<(), ChatError> {
+        let r = self.inner.private_reply(key, channel, user, msg).await;
+        global().chat_result(&r);
+        r
+    }
+    async fn decorate(&self, id: &str, purpose: &str, msg: &OutMessage) {
+        self.inner.decorate(id, purpose, msg).await
+    }
     async fn in_group(&self, user: &str, group: &str) -> Result<bool, ChatError> {
         let r = self.inner.in_group(user, group).await;
         global().chat_result(&r);

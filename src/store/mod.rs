@@ -14,6 +14,7 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::model::*;
 
 mod history;
+mod interactions;
 mod notify;
 mod outbox;
 mod seed;

@@ -45,7 +45,11 @@ pub(crate) fn router(state: StandinState) -> Router {
         .route("/api/customers", get(list_customers).post(create_customer))
         .route("/actuator/prometheus", get(prometheus))
         .route("/api/actuator/prometheus", get(prometheus))
+        .route("/http", get(plain_http))
+        .route("/http/", get(plain_http))
+        .route("/http/{*rest}", get(plain_http))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), security))
         // The delay sits inside the counter so that `-slow` shows in the latency histogram.
         .layer(middleware::from_fn_with_state(state.clone(), delay))
         .layer(middleware::from_fn_with_state(state.clone(), count));
@@ -55,6 +59,69 @@ pub(crate) fn router(state: StandinState) -> Router {
         .route("/__standin/errors", post(set_errors))
         .route("/__standin/state", get(show_state));
     app.merge(controls).with_state(state)
+}
+
+/// What a hardened deployment's proxy adds: security headers on every response, CORS preflights
+/// answered for [`crate::ALLOWED_ORIGIN`] only, failed logins throttled (after
+/// [`crate::LOGIN_FAILURES_ALLOWED`] in [`crate::LOGIN_WINDOW`], 429). `-insecure` does none of it.
+async fn security(State(state): State<StandinState>, request: Request, next: Next) -> Response {
+    let insecure = state.behaviour().insecure;
+    if request.method() == axum::http::Method::OPTIONS {
+        let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut response = match origin {
+            Some(_) if insecure => StatusCode::NO_CONTENT.into_response(),
+            Some(origin) if origin == crate::ALLOWED_ORIGIN => StatusCode::NO_CONTENT.into_response(),
+            _ => spring_error(StatusCode::FORBIDDEN, "Invalid CORS request", request.uri().path()),
+        };
+        let allow = if insecure { Some("*".to_owned()) } else { origin_allowed(&request) };
+        if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+            response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+        }
+        return harden(response, insecure);
+    }
+    let login = request.uri().path() == "/api/auth/login";
+    let response = next.run(request).await;
+    // Failed logins are throttled (a correct password still gets in, so smoke tests never meet it).
+    if login && !insecure && !response.status().is_success() {
+        if state.login_throttled(Instant::now()) {
+            let mut response = spring_error(StatusCode::TOO_MANY_REQUESTS, "Too many failed login attempts", "/api/auth/login");
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            return harden(response, insecure);
+        }
+        state.record_failed_login(Instant::now());
+    }
+    harden(response, insecure)
+}
+
+fn origin_allowed(request: &Request) -> Option<String> {
+    request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).filter(|o| *o == crate::ALLOWED_ORIGIN).map(str::to_owned)
+}
+
+fn harden(mut response: Response, insecure: bool) -> Response {
+    if !insecure {
+        let headers = response.headers_mut();
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'"));
+    }
+    response
+}
+
+/// The plain-HTTP front door: `/http/<path>` stands for `http://<host>/<path>`, which a hardened
+/// proxy redirects to HTTPS; `-insecure` serves the page over plain HTTP.
+async fn plain_http(State(state): State<StandinState>, headers: HeaderMap, uri: Uri) -> Response {
+    if state.behaviour().insecure {
+        return respond(StatusCode::OK, HTML, index_page(&state));
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    let rest = uri.path().strip_prefix("/http").unwrap_or_default();
+    let mut response = StatusCode::PERMANENT_REDIRECT.into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("https://{host}{}", if rest.is_empty() { "/" } else { rest })) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 async fn delay(State(state): State<StandinState>, request: Request, next: Next) -> Response {
@@ -399,7 +466,7 @@ async fn create_customer(
 
 async fn list_customers(State(state): State<StandinState>, headers: HeaderMap) -> Response {
     const PATH: &str = "/api/customers";
-    if !state.authorized(&headers) {
+    if !state.authorized(&headers) && !state.behaviour().insecure {
         return unauthorized(PATH);
     }
     if state.inject_error(PATH) {

@@ -33,6 +33,11 @@ pub use app::Customer;
 pub const SMOKE_PASSWORD: &str = "testpass";
 /// The only user the stand-in knows.
 pub const SMOKE_USERNAME: &str = "test@example.com";
+/// The one origin whose CORS preflights are allowed (the frontend's).
+pub const ALLOWED_ORIGIN: &str = "https://invoiceme.com";
+/// Failed logins per [`LOGIN_WINDOW`] after which further failing attempts get 429.
+pub const LOGIN_FAILURES_ALLOWED: usize = 10;
+pub const LOGIN_WINDOW: Duration = Duration::from_secs(60);
 /// Lifetime of an issued token, in seconds (`expiresIn`).
 pub const TOKEN_TTL_SECS: u64 = 3600;
 /// Delay per response of a `-slow` version unless `STANDIN_SLOW_MS` says otherwise.
@@ -120,6 +125,10 @@ pub struct Behaviour {
     pub hog: bool,
     /// `-dbpool`: 9 of the 10 pool connections reported active, 3 threads pending.
     pub dbpool: bool,
+    /// `-insecure`: a security regression: no security headers, CORS open to any origin, the
+    /// customer list readable without a token, failed logins never throttled, and the plain-HTTP
+    /// front door (`/http/…`) serving the page instead of redirecting to HTTPS.
+    pub insecure: bool,
 }
 
 impl Behaviour {
@@ -133,6 +142,7 @@ impl Behaviour {
             crash: has("-crash"),
             hog: has("-hog"),
             dbpool: has("-dbpool"),
+            insecure: has("-insecure"),
         }
     }
 
@@ -146,6 +156,7 @@ impl Behaviour {
             (self.crash, "crash"),
             (self.hog, "hog"),
             (self.dbpool, "dbpool"),
+            (self.insecure, "insecure"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -173,6 +184,8 @@ struct Inner {
     ids: AtomicU64,
     hasher: RandomState,
     started: Instant,
+    /// When recent failed logins happened, for the login rate limit.
+    failed_logins: Mutex<std::collections::VecDeque<Instant>>,
     started_unix: f64,
     ready_after: OnceLock<Duration>,
 }
@@ -220,6 +233,7 @@ impl StandinState {
                 ids: AtomicU64::new(0),
                 hasher: RandomState::new(),
                 started: Instant::now(),
+                failed_logins: Mutex::new(std::collections::VecDeque::new()),
                 started_unix: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default()
@@ -228,6 +242,19 @@ impl StandinState {
                 config,
             }),
         }
+    }
+
+    /// Failed logins allowed per [`LOGIN_WINDOW`] before `/api/auth/login` answers 429.
+    pub(crate) fn login_throttled(&self, now: Instant) -> bool {
+        let mut failed = lock(&self.inner.failed_logins);
+        while failed.front().is_some_and(|t| now.duration_since(*t) > LOGIN_WINDOW) {
+            failed.pop_front();
+        }
+        failed.len() >= LOGIN_FAILURES_ALLOWED
+    }
+
+    pub(crate) fn record_failed_login(&self, now: Instant) {
+        lock(&self.inner.failed_logins).push_back(now);
     }
 
     pub fn config(&self) -> &StandinConfig {

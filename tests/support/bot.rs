@@ -12,6 +12,19 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Datelike, TimeZone, Utc, Weekday};
 use deploybot::config::Config;
 
+/// The `command` target's deploy script of the chat end-to-end tests: records each deploy in
+/// `deploy.log` and `<env>-<service>.version`; while a file `sleep` exists, it first writes
+/// `sleeping` and sleeps that many seconds.
+pub const DEPLOY_SH: &str = r#"#!/bin/sh
+set -e
+dir=$(dirname "$0")
+env=$1 service=$2 version=$3
+if [ -f "$dir/sleep" ]; then echo "$env $service $version" > "$dir/sleeping"; sleep "$(cat "$dir/sleep")"; fi
+echo "$env $service $version" >> "$dir/deploy.log"
+echo "$version" > "$dir/$env-$service.version"
+echo "deployed $service $version"
+"#;
+
 /// A port nothing listens on right now (the caller binds it soon after).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

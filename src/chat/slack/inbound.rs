@@ -102,20 +102,9 @@ pub fn events_body(body: &[u8]) -> Result<Delivery, serde_json::Error> {
     })
 }
 
-/// Stores the event with its payload (once: a repeated event id is a retry or a redelivery) and
-/// handles it in a spawned task; returns whether it was new. Only the store's insert is awaited,
-/// and it is awaited before Slack is answered: an error here means "not recorded, try again".
+/// See [`crate::chat::accept`].
 pub async fn accept(engine: &Arc<Engine>, event: ChatEvent) -> anyhow::Result<bool> {
-    if !engine.accept(&event).await? {
-        return Ok(false);
-    }
-    let engine = engine.clone();
-    tokio::spawn(async move {
-        if let Err(e) = engine.process(event).await {
-            tracing::error!(error = format!("{e:#}"), "a Slack event could not be handled");
-        }
-    });
-    Ok(true)
+    crate::chat::accept(engine, event).await
 }
 
 #[cfg(test)]
