@@ -46,6 +46,7 @@ pub async fn build_targets(config: &Config) -> BTreeMap<deploybot_commands::EnvN
 pub fn spawn_loops(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
     let jobs = tokio::spawn(engine.clone().run_jobs(shutdown.clone()));
     let outbox = tokio::spawn(engine.outbox.clone().run(shutdown.clone()));
+    let notifier = tokio::spawn(engine.clone().run_notifier(shutdown.clone()));
     let schedules = tokio::spawn(crate::engine::schedule::Scheduler::new(engine.clone()).run(shutdown.clone()));
     let ticker = {
         let engine = engine.clone();
@@ -79,7 +80,7 @@ pub fn spawn_loops(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec
             }
         })
     };
-    vec![jobs, outbox, ticker, schedules, inbound]
+    vec![jobs, outbox, notifier, ticker, schedules, inbound]
 }
 
 /// The HTTP routes of PRODUCT.md section 9 that exist in this build.

@@ -85,6 +85,25 @@ pub enum StandinCommand {
         #[arg(long)]
         version: String,
     },
+    /// Print the version the stand-in of a service answers with (the demo targets' `current`).
+    Current {
+        #[arg(long)]
+        service: String,
+        /// `backend=PORT,frontend=PORT`
+        #[arg(long)]
+        ports: String,
+    },
+    /// Print the last lines of a service's stand-in log (the demo targets' `logs`).
+    Logs {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        tail: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +159,8 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Demo => report(crate::demo::run().await),
         Command::Standin { command: StandinCommand::Start(args) } => report(crate::demo::standin_start(args).await),
         Command::Standin { command: StandinCommand::Serve { port, version } } => report(crate::demo::standin_serve(port, &version).await),
+        Command::Standin { command: StandinCommand::Current { service, ports } } => report(crate::demo::standin_current(&service, &ports).await),
+        Command::Standin { command: StandinCommand::Logs { dir, env, service, tail } } => report(crate::demo::standin_logs(&dir, &env, &service, tail)),
     }
 }
 

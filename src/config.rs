@@ -66,10 +66,21 @@ pub struct BotConfig {
     /// Where the Markdown history file is written, if anywhere.
     #[serde(default)]
     pub history_file: Option<String>,
+    /// A git repository (URL or local path) the history file is committed and pushed to after
+    /// each deployment ends.
+    #[serde(default)]
+    pub history_repo: Option<String>,
+    /// The branch of `history_repo`.
+    #[serde(default = "default_history_branch")]
+    pub history_branch: String,
     /// A PEM file of a private CA every HTTP check (health, smoke, checklist, security) trusts
     /// besides the public roots, unless the check names its own `ca_file`.
     #[serde(default)]
     pub ca_file: Option<String>,
+}
+
+fn default_history_branch() -> String {
+    "main".into()
 }
 
 impl Default for BotConfig {
@@ -80,6 +91,8 @@ impl Default for BotConfig {
             timezone: default_timezone(),
             log_format: default_log_format(),
             history_file: None,
+            history_repo: None,
+            history_branch: default_history_branch(),
             ca_file: None,
         }
     }
@@ -405,6 +418,8 @@ pub struct Config {
     pub reactions: Reactions,
     /// `[alerts]`: Alertmanager's environment label and the weekly digest.
     pub alerts: AlertsConfig,
+    /// `[[notify]]`: who is told about deployments, and how.
+    pub notify: Vec<crate::notify::NotifyConfig>,
     pub services: BTreeMap<ServiceName, ServiceConfig>,
     pub environments: BTreeMap<EnvName, Environment>,
     /// `[registry]`: credentials for the image check, pulls and `/release` pushes.
@@ -549,6 +564,11 @@ impl Config {
         }
         if let Some(p) = self.registry.as_ref().and_then(|r| r.password.as_ref()) {
             out.push(("registry.password".to_string(), p));
+        }
+        for (i, n) in self.notify.iter().enumerate() {
+            for (key, r) in n.secrets() {
+                out.push((format!("notify[{i}].{key}"), r));
+            }
         }
         out
     }
@@ -738,12 +758,13 @@ impl Validator {
         if let Some(list) = release.as_ref().and_then(|r| r.releasers.as_ref()) {
             self.approver_list("release.releasers", list);
         }
+        let notify_raw = root.remove("notify");
         let services_raw = root.remove("services");
         let envs_raw = root.remove("environments");
         for key in root.keys() {
             self.problem(
                 key.clone(),
-                format!("unknown section `{key}`, expected one of `bot`, `chat`, `reactions`, `alerts`, `registry`, `release`, `services`, `environments`"),
+                format!("unknown section `{key}`, expected one of `bot`, `chat`, `reactions`, `alerts`, `notify`, `registry`, `release`, `services`, `environments`"),
             );
         }
 
@@ -771,12 +792,14 @@ impl Validator {
                 env.verify.default_ca_file = Some(ca_file.clone());
             }
         }
+        let notify = self.notify(notify_raw, environments.as_ref());
         Some(Config {
             bot,
             bot_timezone: bot_timezone?,
             chat,
             reactions,
             alerts,
+            notify,
             services,
             environments: environments?,
             registry,
@@ -785,7 +808,39 @@ impl Validator {
         })
     }
 
+    /// `[[notify]]`: each entry on its own, checked against the environments.
+    fn notify(&mut self, raw: Option<toml::Value>, envs: Option<&BTreeMap<EnvName, Environment>>) -> Vec<crate::notify::NotifyConfig> {
+        let entries = match raw {
+            None => return Vec::new(),
+            Some(toml::Value::Array(entries)) => entries,
+            Some(_) => {
+                self.problem("notify", "write each notification as a [[notify]] table");
+                return Vec::new();
+            }
+        };
+        let known: Vec<&str> = envs.map(|e| e.keys().map(|k| k.as_str()).collect()).unwrap_or_default();
+        let mut out = Vec::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let path = format!("notify[{i}]");
+            if let Some(n) = self.section::<crate::notify::NotifyConfig>(&path, entry) {
+                for (p, msg) in n.validate(&known) {
+                    self.problem(format!("{path}.{p}"), msg);
+                }
+                out.push(n);
+            }
+        }
+        out
+    }
+
     fn bot(&mut self, bot: &BotConfig) -> Option<chrono_tz::Tz> {
+        if let Some(repo) = &bot.history_repo {
+            if repo.trim().is_empty() {
+                self.problem("bot.history_repo", "empty repository: give a git URL or a local path, or leave history_repo out");
+            }
+            if bot.history_branch.trim().is_empty() || bot.history_branch.contains(char::is_whitespace) {
+                self.problem("bot.history_branch", format!("\"{}\" is not a branch name", bot.history_branch));
+            }
+        }
         self.database_url("bot.database_url", &bot.database_url);
         if bot.listen.parse::<std::net::SocketAddr>().is_err() {
             self.problem("bot.listen", format!("\"{}\" is not a socket address like 127.0.0.1:3000", bot.listen));

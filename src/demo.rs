@@ -31,7 +31,7 @@ channel = "{channel}"
 aliases = ["{alias}"]
 checklist = ["Deployment window scheduled and communicated", "Rollback plan prepared"]
 {extra}
-target = {{ kind = "command", deploy = ["{x}", "standin", "start", "--dir", "{d}", "--env", "{name}", "--service", "{{service}}", "--version", "{{version}}", "--ports", "backend={be},frontend={fe}"], rollback = ["{x}", "standin", "start", "--dir", "{d}", "--env", "{name}", "--service", "{{service}}", "--version", "{{previous}}", "--ports", "backend={be},frontend={fe}"], timeout = "30s" }}
+target = {{ kind = "command", deploy = ["{x}", "standin", "start", "--dir", "{d}", "--env", "{name}", "--service", "{{service}}", "--version", "{{version}}", "--ports", "backend={be},frontend={fe}"], rollback = ["{x}", "standin", "start", "--dir", "{d}", "--env", "{name}", "--service", "{{service}}", "--version", "{{previous}}", "--ports", "backend={be},frontend={fe}"], current = ["{x}", "standin", "current", "--service", "{{service}}", "--ports", "backend={be},frontend={fe}"], logs = ["{x}", "standin", "logs", "--dir", "{d}", "--env", "{name}", "--service", "{{service}}", "--tail", "{{tail}}"], timeout = "30s" }}
 
 [environments.{name}.verify]
 retries = 2
@@ -224,7 +224,16 @@ pub async fn run() -> Result<()> {
     users.abort();
     metrics.abort();
 
-    for line in ["/status", "/history prod", "/history staging --limit 2", "/stats"] {
+    println!("\n── Someone restarts the staging backend by hand on v1.0.1: /status asks each target what runs and shows the drift; /logs reads the service's log.");
+    standin_start(StartArgs {
+        dir: dir.clone(),
+        env: "staging".into(),
+        service: "backend".into(),
+        version: "v1.0.1".into(),
+        ports: format!("backend={},frontend={}", staging_ports.0, staging_ports.1),
+    })
+    .await?;
+    for line in ["/status", "/logs staging backend --tail 4", "/history prod", "/history staging --limit 2", "/stats"] {
         if let Some(ev) = say(line).map_err(anyhow::Error::msg)? {
             act(&engine, ev).await?;
         }
@@ -392,6 +401,36 @@ pub async fn standin_start(a: StartArgs) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::bail!("{} {} did not answer on 127.0.0.1:{port} within 10s", a.service, a.version)
+}
+
+fn port_of(service: &str, ports: &str) -> Result<u16> {
+    ports
+        .split(',')
+        .find_map(|p| p.split_once('=').filter(|(s, _)| *s == service).and_then(|(_, port)| port.parse::<u16>().ok()))
+        .with_context(|| format!("no port for {service} in --ports {ports}"))
+}
+
+/// Prints the version the stand-in of `service` answers with; nothing when none runs.
+pub async fn standin_current(service: &str, ports: &str) -> Result<()> {
+    let port = port_of(service, ports)?;
+    let url = format!("http://127.0.0.1:{port}/api/version");
+    if let Ok(r) = reqwest::Client::new().get(&url).timeout(Duration::from_secs(5)).send().await {
+        let v: serde_json::Value = r.json().await.context("the stand-in answered /api/version with something that is not JSON")?;
+        if let Some(version) = v["version"].as_str() {
+            println!("{version}");
+        }
+    }
+    Ok(())
+}
+
+/// Prints the last `tail` lines of the stand-in log of `env`/`service`.
+pub fn standin_logs(dir: &Path, env: &str, service: &str, tail: usize) -> Result<()> {
+    let log = std::fs::read_to_string(dir.join(format!("{env}-{service}.log"))).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    for line in &lines[lines.len().saturating_sub(tail)..] {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 /// Serves the stand-in in this process until SIGTERM.

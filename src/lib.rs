@@ -11,6 +11,7 @@
 //! - [`backup`]: pg_dump to S3 and the restore of `/rollback --with-db`;
 //! - [`registry`]: does an image tag exist (Docker Registry HTTP API v2);
 //! - [`monitor`]: post-deploy rules and alerts;
+//! - [`notify`]: email, Statuspage, webhook notifications and the history commit;
 //! - [`cli`]: what `main.rs` dispatches to.
 //!
 //! The chat command language is its own crate, `deploybot-commands`.
@@ -26,6 +27,7 @@ pub mod demo;
 pub mod engine;
 pub mod model;
 pub mod monitor;
+pub mod notify;
 pub mod policy;
 pub mod registry;
 pub mod release;

@@ -202,3 +202,29 @@ async fn azure_aci_a_missing_group_or_secure_value_is_a_readable_failure() {
     assert!(err.to_string().contains(&format!("supply secure variable JWT_SECRET of container {GROUP} (target.secure_environment.{GROUP}.JWT_SECRET)")), "{err}");
     assert!(arm.puts().is_empty(), "nothing is PUT that would lose a secret");
 }
+
+#[tokio::test]
+async fn azure_aci_logs_come_from_the_containers_logs_api_since_the_instant() {
+    let arm = arm(Provisioning::Succeeds).await;
+    let target = AciTarget::new(&config(&arm, "10s"), &vars()).unwrap();
+    let since = chrono::DateTime::parse_from_rfc3339("2024-11-09T12:00:05Z").unwrap().timestamp_millis();
+    arm.set_logs(
+        GROUP,
+        GROUP,
+        &[
+            ("2024-11-09T12:00:00.100000000Z", "Starting InvoiceMeApplication"),
+            ("2024-11-09T12:00:06.200000000Z", "Started in 5.9 seconds"),
+            ("2024-11-09T12:00:07.300000000Z", "ERROR org.hibernate: could not execute statement"),
+        ],
+    );
+    let query = deploybot::targets::LogQuery { since_ms: since, limit: 100 };
+    let lines = target.logs(&backend(), REPO, &query).await.unwrap();
+    assert_eq!(lines, vec!["Started in 5.9 seconds", "ERROR org.hibernate: could not execute statement"], "the timestamps decide, and are stripped");
+    let last = target.logs(&backend(), REPO, &deploybot::targets::LogQuery { since_ms: 0, limit: 1 }).await.unwrap();
+    assert_eq!(last, vec!["ERROR org.hibernate: could not execute statement"]);
+
+    let mut missing = config(&arm, "10s");
+    missing.containers = BTreeMap::from([("backend".to_string(), "sidecar".to_string())]);
+    let err = AciTarget::new(&missing, &vars()).unwrap().logs(&backend(), REPO, &query).await.unwrap_err();
+    assert!(err.to_string().contains("sidecar"), "{err}");
+}

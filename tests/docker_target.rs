@@ -260,3 +260,39 @@ async fn a_released_image_is_pulled_by_its_digest_with_the_registry_credentials(
     assert_eq!(deployed.running.reference, image.id, "the container runs exactly the released digest");
     let _ = scope.docker.remove_image(&format!("{remote}@{digest}"), Some(bollard::query_parameters::RemoveImageOptions { force: true, noprune: false }), None).await;
 }
+
+#[tokio::test]
+async fn logs_are_the_containers_output_since_the_instant_latest_last() {
+    let Some((scope, _name, port)) = running_v1("logs", &[], false).await else { return };
+    let target = target(&scope);
+    let start = chrono::Utc::now().timestamp_millis() - 120_000;
+    let query = |since_ms, limit| deploybot::targets::LogQuery { since_ms, limit };
+
+    let lines = target.logs(&backend(), &scope.repository(), &query(start, 100)).await.unwrap();
+    assert!(lines.iter().any(|l| l.contains("invoiceme-standin v1.0.0 listening on")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.starts_with("20") && l.contains('T') && l.contains("Z listening")), "the engine's timestamps are stripped: {lines:?}");
+
+    // Lines written after an instant are the only ones read from it.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let after = chrono::Utc::now().timestamp_millis();
+    let http = reqwest::Client::new();
+    for path in ["/api/actuator/health", "/api/does-not-exist"] {
+        http.get(format!("http://127.0.0.1:{port}{path}")).send().await.unwrap();
+    }
+    let mut recent = Vec::new();
+    for _ in 0..50 {
+        recent = target.logs(&backend(), &scope.repository(), &query(after, 100)).await.unwrap();
+        if recent.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(recent.iter().any(|l| l.contains("GET /api/actuator/health 200")) && recent.iter().any(|l| l.contains("GET /api/does-not-exist 404")), "{recent:?}");
+    assert!(!recent.iter().any(|l| l.contains("listening on")), "older lines are left out: {recent:?}");
+    let last = target.logs(&backend(), &scope.repository(), &query(start, 1)).await.unwrap();
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert!(last[0].contains("GET /api/does-not-exist 404"), "the latest line: {last:?}");
+
+    let none = target.logs(&ServiceName::new("frontend").unwrap(), "x", &query(start, 10)).await.unwrap_err();
+    assert!(none.to_string().contains("there is no container") && none.to_string().contains("frontend"), "{none}");
+}

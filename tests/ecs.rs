@@ -439,3 +439,71 @@ async fn ecs_an_unknown_service_in_the_double_is_a_readable_failure() {
     let err = target(&config).await.deploy(&deploy_request("v1.1.0")).await.unwrap_err();
     assert_eq!(err.to_string(), "ECS service invoice-me-api not found in cluster invoice-me-cluster");
 }
+
+// ---------------------------------------------------------------------------------------------
+// CloudWatch Logs (for /logs and the log watch), on moto
+
+/// One raw CloudWatch Logs call to moto.
+async fn moto_logs(url: &str, op: &str, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/"))
+        .header("x-amz-target", format!("Logs_20140328.{op}"))
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("authorization", "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/logs/aws4_request, SignedHeaders=host, Signature=0")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(status.is_success(), "moto logs {op}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn ecs_logs_come_from_cloudwatch_where_the_task_definitions_awslogs_options_send_them() {
+    let Some(url) = moto_url() else { return };
+    let (cluster, family, _) = moto_cluster(&url).await;
+    // A revision whose backend logs to its own group with a stream prefix, as ECS writes them.
+    let group = format!("/ecs/{family}");
+    let mut td = task_definition("bridge", "EC2");
+    td["family"] = json!(family);
+    td["containerDefinitions"][0]["logConfiguration"]["options"] = json!({ "awslogs-group": group, "awslogs-region": "us-east-1", "awslogs-stream-prefix": "ecs" });
+    let arn = moto(&url, "RegisterTaskDefinition", td).await["taskDefinition"]["taskDefinitionArn"].as_str().unwrap().to_string();
+    moto(&url, "UpdateService", json!({ "cluster": cluster, "service": ECS_SERVICE, "taskDefinition": arn })).await;
+
+    let t = target(&config(&url, &cluster, "1m")).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let query = deploybot::targets::LogQuery { since_ms: now - 60_000, limit: 100 };
+    let missing = t.logs(&backend(), REPO, &query).await.expect_err("the group does not exist yet");
+    assert!(missing.to_string().contains(&format!("CloudWatch Logs group {group} does not exist")), "{missing}");
+
+    moto_logs(&url, "CreateLogGroup", json!({ "logGroupName": group })).await;
+    for stream in ["ecs/backend/task-1", "ecs/backend/task-2", "ecs/log-router/task-1"] {
+        moto_logs(&url, "CreateLogStream", json!({ "logGroupName": group, "logStreamName": stream })).await;
+    }
+    let put = |stream: &'static str, events: Vec<(i64, &'static str)>| {
+        let (url, group) = (url.clone(), group.clone());
+        async move {
+            let events: Vec<Value> = events.into_iter().map(|(t, m)| json!({ "timestamp": t, "message": m })).collect();
+            moto_logs(&url, "PutLogEvents", json!({ "logGroupName": group, "logStreamName": stream, "logEvents": events })).await;
+        }
+    };
+    put("ecs/backend/task-1", vec![(now - 120_000, "too old"), (now - 5_000, "Started InvoiceMeApplication"), (now - 1_000, "ERROR java.sql.SQLException: timeout")]).await;
+    put("ecs/backend/task-2", vec![(now - 3_000, "GET /api/customers 200")]).await;
+    put("ecs/log-router/task-1", vec![(now - 2_000, "fluent-bit: flushed")]).await;
+
+    let lines = t.logs(&backend(), REPO, &query).await.unwrap();
+    assert_eq!(lines, vec!["Started InvoiceMeApplication", "GET /api/customers 200", "ERROR java.sql.SQLException: timeout"], "the backend's streams since the instant, oldest first");
+    let last = t.logs(&backend(), REPO, &deploybot::targets::LogQuery { limit: 1, ..query }).await.unwrap();
+    assert_eq!(last, vec!["ERROR java.sql.SQLException: timeout"], "the latest `limit` lines");
+
+    // A container that does not log to CloudWatch says so.
+    let mut td = task_definition("bridge", "EC2");
+    td["family"] = json!(family);
+    td["containerDefinitions"][0].as_object_mut().unwrap().remove("logConfiguration");
+    let arn = moto(&url, "RegisterTaskDefinition", td).await["taskDefinition"]["taskDefinitionArn"].as_str().unwrap().to_string();
+    moto(&url, "UpdateService", json!({ "cluster": cluster, "service": ECS_SERVICE, "taskDefinition": arn })).await;
+    let none = t.logs(&backend(), REPO, &query).await.expect_err("no awslogs");
+    assert!(none.to_string().contains("container backend has no logConfiguration"), "{none}");
+}

@@ -26,6 +26,7 @@ mod deploy;
 mod help;
 mod history;
 mod lock;
+mod logs;
 pub mod manifest;
 mod newtypes;
 mod release;
@@ -46,6 +47,7 @@ use std::str::FromStr;
 pub use catalog::Catalog;
 pub use deploy::{At, DeployArgs};
 pub use history::DEFAULT_LIMIT as DEFAULT_HISTORY_LIMIT;
+pub use logs::LogsArgs;
 pub use manifest::{discord_commands_json, discord_text, slack_manifest_yaml, DiscordOption};
 pub use newtypes::{DeploymentId, EnvName, ServiceName, Version};
 pub use release::ReleaseArgs;
@@ -71,6 +73,7 @@ pub enum Command {
     Cancel { id: DeploymentId },
     Resolve { id: DeploymentId, note: String },
     Release(ReleaseArgs),
+    Logs(LogsArgs),
     Help { topic: Option<CommandName> },
 }
 
@@ -89,6 +92,7 @@ impl Command {
             Command::Cancel { .. } => CommandName::Cancel,
             Command::Resolve { .. } => CommandName::Resolve,
             Command::Release(_) => CommandName::Release,
+            Command::Logs(_) => CommandName::Logs,
             Command::Help { .. } => CommandName::Help,
         }
     }
@@ -109,10 +113,11 @@ pub enum CommandName {
     Cancel,
     Resolve,
     Release,
+    Logs,
     Help,
 }
 
-const ALL: [CommandName; 13] = [
+const ALL: [CommandName; 14] = [
     CommandName::Deploy,
     CommandName::Rollback,
     CommandName::Verify,
@@ -125,6 +130,7 @@ const ALL: [CommandName; 13] = [
     CommandName::Cancel,
     CommandName::Resolve,
     CommandName::Release,
+    CommandName::Logs,
     CommandName::Help,
 ];
 
@@ -213,6 +219,7 @@ impl CommandName {
             CommandName::Cancel => &cancel::SPEC,
             CommandName::Resolve => &resolve::SPEC,
             CommandName::Release => &release::SPEC,
+            CommandName::Logs => &logs::SPEC,
             CommandName::Help => &help::SPEC,
         }
     }
@@ -231,6 +238,7 @@ impl CommandName {
             CommandName::Cancel => cancel::parse,
             CommandName::Resolve => resolve::parse,
             CommandName::Release => release::parse,
+            CommandName::Logs => logs::parse,
             CommandName::Help => help::parse,
         }
     }
@@ -471,7 +479,7 @@ mod tests {
         );
         assert_eq!(
             err.usage(),
-            "/deploy, /rollback, /verify, /status, /history, /stats, /window, /lock, /unlock, /cancel, /resolve, /release, /help"
+            "/deploy, /rollback, /verify, /status, /history, /stats, /window, /lock, /unlock, /cancel, /resolve, /release, /logs, /help"
         );
         assert_eq!(err.command(), None);
         assert!(parse(&catalog(), "/frobnicate")

@@ -265,7 +265,7 @@ fn every_bad_input_gets_a_specific_message_and_the_usage_line() {
         (
             "/deplyo v1.0.0 prod",
             "unknown command /deplyo (did you mean /deploy?)",
-            "/deploy, /rollback, /verify, /status, /history, /stats, /window, /lock, /unlock, /cancel, /resolve, /release, /help",
+            "/deploy, /rollback, /verify, /status, /history, /stats, /window, /lock, /unlock, /cancel, /resolve, /release, /logs, /help",
         ),
     ] {
         let e = err(line);

@@ -27,6 +27,8 @@ mod alerts;
 mod backup;
 pub mod clock;
 mod images;
+mod logs;
+mod notify;
 mod pipeline;
 mod release;
 pub mod schedule;
@@ -51,6 +53,8 @@ pub struct Engine {
     pub lease_ms: i64,
     catalog: Catalog,
     wake: Notify,
+    /// Wakes the notifier (a notification was written).
+    notify_wake: Notify,
 }
 
 /// How long a replica may hold an inbound event before another one handles it.
@@ -103,6 +107,7 @@ impl Engine {
             lease_ms: 30_000,
             catalog,
             wake: Notify::new(),
+            notify_wake: Notify::new(),
         })
     }
 
@@ -273,6 +278,7 @@ impl Engine {
             Command::Cancel { id } => self.cancel(user, id.get() as i64).await,
             Command::Resolve { id, note } => self.resolve(user, id.get() as i64, &note).await,
             Command::Release(args) => self.release_request(user, channel, args).await,
+            Command::Logs(args) => self.logs_command(user, args).await,
         }
     }
 
@@ -567,7 +573,7 @@ impl Engine {
             step(format!("verify: {} health check(s), {} smoke test(s), {} security check(s)", env.verify.health.len(), env.verify.smoke.len(), env.verify.security.len()), &mut lines);
         }
         if let Some(m) = env.monitor.as_ref().filter(|_| env.step_enabled("monitor")) {
-            step(format!("monitor: {} rule(s) for {}", m.rules.len(), m.watch), &mut lines);
+            step(format!("monitor: {} rule(s) and {} log pattern(s) for {}", m.rules.len(), m.log_patterns.len(), m.watch), &mut lines);
         }
         step("record: history, summary in the channel".into(), &mut lines);
         if let Some(changes) = self.changes_between(recorded.first().map(|r| r.version.as_str()), version).await {
@@ -897,15 +903,18 @@ impl Engine {
         for env in envs {
             let mut lines = vec![format!("*{}* ({} target; window: {})", env.name, env.target.kind(), if env.policy.check(self.now(), false).allowed { "open" } else { "closed" })];
             let running = self.store.service_versions(env.name.as_str()).await?;
-            for s in &env.services {
-                let v = match running.iter().find(|r| r.service == s.as_str()) {
+            let live = self.live_versions(env).await;
+            for (s, live) in env.services.iter().zip(live) {
+                let recorded = running.iter().find(|r| r.service == s.as_str());
+                let v = match recorded {
                     Some(r) => match self.released_digest(&r.version, s.as_str()).await? {
                         Some(digest) => format!("{} (#{}, {})", r.version, r.deployment_id.unwrap_or_default(), crate::registry::short_digest(&digest)),
                         None => format!("{} (#{})", r.version, r.deployment_id.unwrap_or_default()),
                     },
                     None => "nothing recorded".into(),
                 };
-                lines.push(format!("  {s}: {v}"));
+                let drift = drift_note(env.target.kind(), recorded.map(|r| r.version.as_str()), &live);
+                lines.push(format!("  {s}: {v}{drift}"));
             }
             if let Some(lock) = self.store.lock(env.name.as_str()).await? {
                 lines.push(format!("  🔒 {}", self.lock_refusal(env, &lock).await.trim_start_matches("🔒 ")));
@@ -918,6 +927,27 @@ impl Engine {
             out.push(lines.join("\n"));
         }
         Ok(Reply(out.join("\n")))
+    }
+
+    /// What each service of `env` runs according to its target (`current()`), asked for all
+    /// services at once, each within [`LIVE_TIMEOUT`].
+    pub(crate) async fn live_versions(&self, env: &Environment) -> Vec<Live> {
+        let Some(target) = self.targets.get(&env.name).cloned() else {
+            return env.services.iter().map(|_| Live::Unknown("no target".into())).collect();
+        };
+        let asks = env.services.iter().map(|s| {
+            let target = target.clone();
+            let image = self.image_of(s.as_str());
+            async move {
+                match tokio::time::timeout(LIVE_TIMEOUT, target.current(s, &image)).await {
+                    Ok(Ok(Some(r))) => Live::Runs(r.version),
+                    Ok(Ok(None)) => Live::Nothing,
+                    Ok(Err(e)) => Live::Unknown(crate::secrets::redact(&e.to_string())),
+                    Err(_) => Live::Unknown(format!("no answer within {} s", LIVE_TIMEOUT.as_secs())),
+                }
+            }
+        });
+        futures_util::future::join_all(asks).await
     }
 
     fn window(&self, env: Option<&EnvName>) -> Reply {
@@ -1063,7 +1093,7 @@ impl Engine {
         let released = self.store.release_deployment_lock(&d.env, id, now).await?;
         let free = if released { format!("{} is released.", d.env) } else { format!("{} was not held by it.", d.env) };
         self.thread(&d, "resolved", &format!("✅ {} resolved by {}: \"{note}\". {free}", d.short_id(), render::mention(&user.id))).await?;
-        self.write_history_file().await;
+        self.ended(id).await;
         self.announce(id).await?;
         Ok(Reply(format!("✅ {} resolved; your note is in its history. {free}", d.short_id())))
     }
@@ -1109,4 +1139,42 @@ fn owner_id() -> String {
 
 fn hostname() -> String {
     std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "deploybot".into())
+}
+
+/// How long `/status` waits for a target to say what runs.
+const LIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a target says runs for one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Live {
+    Runs(String),
+    /// The target reports nothing deployed, or cannot tell (a `command` target without `current`).
+    Nothing,
+    /// Asking failed; why.
+    Unknown(String),
+}
+
+/// How a target kind is named in a drift line.
+fn target_label(kind: &str) -> &'static str {
+    match kind {
+        "ecs" => "ECS",
+        "docker" => "Docker",
+        "azure_aci" => "ACI",
+        _ => "the target",
+    }
+}
+
+/// The part of a `/status` line after what the bot recorded: empty when the target agrees,
+/// `⚠️ drift: ECS runs v1.0.2, deploybot recorded v1.0.1` when it does not.
+pub(crate) fn drift_note(kind: &str, recorded: Option<&str>, live: &Live) -> String {
+    let label = target_label(kind);
+    match (live, recorded) {
+        (Live::Runs(v), Some(r)) if v == r => " ✓ runs".to_string(),
+        (Live::Runs(v), Some(r)) => format!(" — ⚠️ drift: {label} runs {v}, deploybot recorded {r}"),
+        (Live::Runs(v), None) => format!(" — ⚠️ drift: {label} runs {v}, deploybot recorded nothing"),
+        (Live::Nothing, _) if kind == "command" => String::new(),
+        (Live::Nothing, Some(r)) => format!(" — ⚠️ drift: {label} runs nothing, deploybot recorded {r}"),
+        (Live::Nothing, None) => String::new(),
+        (Live::Unknown(why), _) => format!(" (could not ask {label}: {why})"),
+    }
 }

@@ -229,6 +229,7 @@ impl Engine {
         }
         let d = self.store.deployment(d.id).await?.context("deployment vanished")?;
         self.announce(d.id).await?;
+        self.notify_state(d.id).await;
         self.run_from(d, env, 0).await
     }
 
@@ -558,7 +559,7 @@ impl Engine {
             DeploymentKind::Rollback => format!("⏪ {} {} is back on {} ({took}); health checks and smoke tests passed. Team notified; consider a post-mortem.", d.short_id(), env.name, d.version),
         };
         self.thread(&d, "summary", &summary).await?;
-        self.write_history_file().await;
+        self.ended(d.id).await;
         Ok(())
     }
 
@@ -585,7 +586,7 @@ impl Engine {
             let executing = [DeploymentState::Running, DeploymentState::Verifying, DeploymentState::Monitoring];
             self.store.transition(d.id, &executing, state, &patch, "deploybot", now).await?;
             self.thread(&d, "closed", &format!("{} {} ended {}: nothing was changed in {}, so there is nothing to roll back.", state.emoji(), d.short_id(), state, d.env)).await?;
-            self.write_history_file().await;
+            self.ended(d.id).await;
             return self.announce(d.id).await;
         }
         let executing = [DeploymentState::Running, DeploymentState::Verifying, DeploymentState::Monitoring];
@@ -597,7 +598,7 @@ impl Engine {
             let why = format!("🚨 *Rollback {} {}* ({reason}). It is not undone: that would put back what it was rolling away from.", d.short_id(), if cancelled_by.is_some() { "cancelled part-way" } else { "FAILED" });
             let note = self.rollback_failed_note(&d, env, &why).await;
             self.thread(&d, "rollback-failed", &note).await?;
-            self.write_history_file().await;
+            self.ended(d.id).await;
             return self.announce(d.id).await;
         }
         let patch = Patch { failed_at: cancelled_by.is_none().then_some(now), error: Some(reason.clone()), ..Patch::default() };
@@ -655,7 +656,7 @@ impl Engine {
             let why = format!("🚨 *Rollback FAILED* for {} in {}: {}", d.short_id(), d.env, problems.join("; "));
             let note = self.rollback_failed_note(&d, env, &why).await;
             self.thread(&d, "rollback-failed", &note).await?;
-            self.write_history_file().await;
+            self.ended(d.id).await;
             return self.announce(d.id).await;
         }
         if done.is_empty() {
@@ -669,7 +670,7 @@ impl Engine {
                 "{} {} ended {state}: nothing ran in {} before it, so there is nothing to roll back.\nWhat runs now:\n{runs}\n{} is released: the next deployment is the way forward (`/deploy <version> {}`).",
                 state.emoji(), d.short_id(), d.env, d.env, d.env
             )).await?;
-            self.write_history_file().await;
+            self.ended(d.id).await;
             return self.announce(d.id).await;
         }
         self.store.finish_step(step.id, StepState::Succeeded, Some(&detail), now).await?;
@@ -689,7 +690,7 @@ impl Engine {
         let text = format!("{} {} {note} ({}).", state.emoji(), d.short_id(), detail.replace('\n', ", "));
         let text = if release { text } else { self.rollback_failed_note(&d, env, &text).await };
         self.thread(&d, "rolled-back", &text).await?;
-        self.write_history_file().await;
+        self.ended(d.id).await;
         self.announce(d.id).await
     }
 
@@ -735,6 +736,13 @@ impl Engine {
             });
         }
         lines.join("\n")
+    }
+
+    /// A deployment ended (or its record changed after): the history file is rewritten and the
+    /// notifications of its state (and the history commit) are written for the notifier.
+    pub(crate) async fn ended(&self, id: i64) {
+        self.write_history_file().await;
+        self.notify_state(id).await;
     }
 
     /// Rewrites the optional Markdown history file (the runbook's `docs/deployment/history.md`).

@@ -33,7 +33,7 @@ impl Engine {
     /// The `monitor` phase of a deployment.
     pub(crate) async fn watch_phase(&self, d: &Deployment, env: &Environment, seq: i64) -> Result<(), Stop> {
         let Some(m) = env.monitor.as_ref() else { return Ok(()) };
-        if m.rules.is_empty() {
+        if m.rules.is_empty() && m.log_patterns.is_empty() {
             return Ok(());
         }
         let skip = if !env.step_enabled("monitor") {
@@ -52,15 +52,22 @@ impl Engine {
         let executing = [DeploymentState::Running, DeploymentState::Verifying, DeploymentState::Monitoring];
         self.store.transition(d.id, &executing, DeploymentState::Monitoring, &Patch::default(), "deploybot", self.now_ms()).await.map_err(internal)?;
         let step = self.begin_step(d, seq, "monitor").await.map_err(internal)?;
-        let rules: Vec<String> = m.rules.iter().map(|r| format!("{} {}", r.name, threshold_text(r))).collect();
+        let all_rules: Vec<RuleConfig> = m.rules.iter().cloned().chain(m.log_patterns.iter().map(|p| p.rule())).collect();
+        let rules: Vec<String> = all_rules.iter().map(|r| format!("{} {}", r.name, threshold_text(r))).collect();
         let watch_text = span(plan.watch.as_millis() as i64);
         self.thread(d, &format!("watch-start:{}", step.attempt), &format!("👀 Watching {} for {watch_text} after {} {}: {}.", d.env, d.short_id(), d.version, rules.join(", ")))
             .await
             .map_err(internal)?;
 
-        let source = WatchSource { engine: self, env, d, prometheus: m.prometheus_url.as_deref().map(|u| Prometheus::from_config(u, m.prometheus_auth.as_ref(), &self.config.vars, self.http.clone())) };
+        let source = WatchSource {
+            engine: self,
+            env,
+            d,
+            prometheus: m.prometheus_url.as_deref().map(|u| Prometheus::from_config(u, m.prometheus_auth.as_ref(), &self.config.vars, self.http.clone())),
+            logs: (!m.log_patterns.is_empty()).then(|| std::sync::Mutex::new(LogRound { since: self.now_ms(), lines: Ok(Vec::new()) })),
+        };
         let sink = WatchSink { engine: self, env, d, started: self.now_ms() };
-        let mut evaluator = Evaluator::new(m.rules.clone());
+        let mut evaluator = Evaluator::new(all_rules);
         // Type-erased: the job runner's future holds every step's, and this one is deep.
         let watching: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), WatchStop>> + Send + '_>> = Box::pin(w::run(plan, &mut evaluator, &source, &sink));
         let outcome = watching.await;
@@ -96,11 +103,59 @@ struct WatchSource<'a> {
     env: &'a Environment,
     d: &'a Deployment,
     prometheus: Option<Prometheus>,
+    /// With log patterns: the current interval's log lines of the deployment's services.
+    logs: Option<std::sync::Mutex<LogRound>>,
 }
+
+/// The log lines of one interval of the watch, read once for all the patterns.
+struct LogRound {
+    /// Where the next interval starts.
+    since: Millis,
+    /// `[service] line`s, or why they could not be read.
+    lines: Result<Vec<String>, String>,
+}
+
+/// Sample lines shown with a log-pattern alert.
+const LOG_SAMPLES: usize = 5;
 
 #[async_trait]
 impl w::Source for WatchSource<'_> {
+    async fn round(&self) {
+        let Some(logs) = &self.logs else { return };
+        let since = logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).since;
+        let until = self.engine.now_ms();
+        let mut lines = Vec::new();
+        let mut failures = Vec::new();
+        for service in &self.d.services {
+            match self.engine.read_logs(self.env, service, since, crate::targets::LOG_FETCH_MAX_LINES).await {
+                Ok(read) => lines.extend(read.into_iter().map(|l| format!("[{service}] {l}"))),
+                Err(why) => failures.push(format!("{service}: {why}")),
+            }
+        }
+        let mut round = logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        round.since = until;
+        round.lines = if failures.is_empty() { Ok(lines) } else { Err(format!("the logs could not be read ({})", failures.join("; "))) };
+    }
+
     async fn read(&self, rule: &RuleConfig) -> Reading {
+        if let Some(pattern) = &rule.log_pattern {
+            let Some(logs) = &self.logs else { return Reading::Unavailable("no log round was read".into()) };
+            let regex = match regex::Regex::new(pattern) {
+                Ok(r) => r,
+                Err(e) => return Reading::Unavailable(format!("\"{pattern}\" is not a valid regular expression: {e}")),
+            };
+            let round = logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let lines = match &round.lines {
+                Ok(lines) => lines,
+                Err(why) => return Reading::Unavailable(why.clone()),
+            };
+            let matching: Vec<&String> = lines.iter().filter(|l| regex.is_match(l)).collect();
+            let detail = (!matching.is_empty()).then(|| {
+                let samples: Vec<String> = matching.iter().take(LOG_SAMPLES).map(|l| super::logs::cut(l, super::logs::SHOWN_LINE_CHARS)).collect();
+                format!("Sample lines ({} of {}):\n```\n{}\n```", samples.len(), matching.len(), samples.join("\n"))
+            });
+            return Reading::Value { value: matching.len() as f64, detail };
+        }
         if rule.health {
             if self.env.verify.health.is_empty() {
                 return Reading::Unavailable("no health checks are configured for this environment".into());
@@ -144,7 +199,13 @@ impl w::Sink for WatchSink<'_> {
                 match action {
                     RuleAction::Alert => Ok(()),
                     RuleAction::Rollback => {
-                        let shown = if rule.health { format!("{consecutive} consecutive failed health checks") } else { format!("{} at {}", rule.name, format_value(rule.unit.as_deref(), *value)) };
+                        let shown = if rule.health {
+                            format!("{consecutive} consecutive failed health checks")
+                        } else if rule.log_pattern.is_some() {
+                            format!("{} matching {} in one interval", format_value(rule.unit.as_deref(), *value), rule.name)
+                        } else {
+                            format!("{} at {}", rule.name, format_value(rule.unit.as_deref(), *value))
+                        };
                         Err(WatchStop::Rollback { reason: format!("{shown} (threshold {}, rule action rollback)", threshold_text(rule)), diagnostics: detail.clone() })
                     }
                 }

@@ -22,6 +22,48 @@ pub struct MonitorConfig {
     /// Continuous health probe on a cron schedule, outside deployments too.
     #[serde(default)]
     pub probe: Option<ProbeConfig>,
+    /// The runbook's log monitoring: lines matching each pattern, counted over every interval of
+    /// the watch in the logs of the deployment's services.
+    #[serde(default)]
+    pub log_patterns: Vec<LogPattern>,
+}
+
+/// `{ pattern = "SQLException|NullPointerException", above = 0, action = "rollback" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogPattern {
+    /// A regular expression (Rust `regex` syntax), matched against each log line.
+    pub pattern: String,
+    /// Matching lines per interval that are fine; more is a breach. 0 when absent.
+    #[serde(default)]
+    pub above: f64,
+    #[serde(default = "default_for", rename = "for")]
+    pub for_evaluations: u32,
+    #[serde(default)]
+    pub action: RuleAction,
+    /// Shown in alerts; `log pattern "<pattern>"` when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub hint: Option<String>,
+}
+
+impl LogPattern {
+    /// The watch rule that counts it.
+    pub fn rule(&self) -> RuleConfig {
+        RuleConfig {
+            name: self.name.clone().unwrap_or_else(|| format!("log pattern \"{}\"", self.pattern)),
+            query: None,
+            health: false,
+            above: Some(self.above),
+            below: None,
+            for_evaluations: self.for_evaluations,
+            action: self.action,
+            hint: self.hint.clone(),
+            unit: Some("lines".into()),
+            log_pattern: Some(self.pattern.clone()),
+        }
+    }
 }
 
 /// `{ token = "${VAR}" }` (bearer) or `{ username = "${VAR}", password = "${VAR}" }` (basic).
@@ -76,6 +118,9 @@ pub struct RuleConfig {
     /// How to show the value: `percent` (0.012 → 1.2%), `ms`, `seconds` or `number`.
     #[serde(default)]
     pub unit: Option<String>,
+    /// Set for the rules made from `log_patterns`: count the log lines matching it.
+    #[serde(skip)]
+    pub log_pattern: Option<String>,
 }
 
 fn default_for() -> u32 {
@@ -164,9 +209,28 @@ impl MonitorConfig {
                 out.push((format!("{p}.for"), "must be at least 1 evaluation".into()));
             }
             if let Some(u) = &r.unit {
-                if !matches!(u.as_str(), "percent" | "ms" | "seconds" | "number") {
-                    out.push((format!("{p}.unit"), format!("unknown unit \"{u}\" (percent, ms, seconds or number)")));
+                if !matches!(u.as_str(), "percent" | "ms" | "seconds" | "number" | "lines") {
+                    out.push((format!("{p}.unit"), format!("unknown unit \"{u}\" (percent, ms, seconds, number or lines)")));
                 }
+            }
+        }
+        for (i, lp) in self.log_patterns.iter().enumerate() {
+            let p = format!("log_patterns[{i}]");
+            if lp.pattern.is_empty() {
+                out.push((format!("{p}.pattern"), "empty pattern: it would match every line".into()));
+            } else if let Err(e) = regex::Regex::new(&lp.pattern) {
+                let why = e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+                out.push((format!("{p}.pattern"), format!("\"{}\" is not a valid regular expression: {why}", lp.pattern)));
+            }
+            if lp.above.is_nan() || lp.above < 0.0 {
+                out.push((format!("{p}.above"), "must be 0 or more (matching lines per interval)".into()));
+            }
+            if lp.for_evaluations == 0 {
+                out.push((format!("{p}.for"), "must be at least 1 evaluation".into()));
+            }
+            let name = lp.rule().name;
+            if !names.insert(name.clone()) {
+                out.push((format!("{p}.name"), format!("duplicate rule name \"{name}\"")));
             }
         }
         if let Some(probe) = &self.probe {

@@ -77,6 +77,7 @@ pub fn format_value(unit: Option<&str>, value: f64) -> String {
         Some("ms") if value.abs() >= 10.0 => format!("{} ms", value.round()),
         Some("ms") => format!("{} ms", trim(value, 1)),
         Some("seconds") => format!("{} s", trim(value, 2)),
+        Some("lines") => format!("{} line{}", trim(value, 0), if value == 1.0 { "" } else { "s" }),
         _ => trim(value, 2),
     }
 }
@@ -190,6 +191,9 @@ impl Evaluator {
 /// Where readings come from.
 #[async_trait]
 pub trait Source: Send + Sync {
+    /// Called at the start of every round, before its readings (the log watch reads the
+    /// interval's logs once here, for all its patterns).
+    async fn round(&self) {}
     async fn read(&self, rule: &RuleConfig) -> Reading;
 }
 
@@ -231,6 +235,7 @@ pub async fn run<S: Source, K: Sink>(plan: Plan, evaluator: &mut Evaluator, sour
     for _ in 0..plan.rounds() {
         ticks.tick().await;
         sink.keep_going().await?;
+        source.round().await;
         for index in 0..evaluator.rules().len() {
             let reading = source.read(&evaluator.rules()[index]).await;
             if let Some(finding) = evaluator.observe(index, reading) {
@@ -259,11 +264,12 @@ mod tests {
             action,
             hint: None,
             unit: Some(unit.into()),
+            log_pattern: None,
         }
     }
 
     fn health(for_evaluations: u32) -> RuleConfig {
-        RuleConfig { name: "failed health checks".into(), query: None, health: true, above: None, below: None, for_evaluations, action: RuleAction::Rollback, hint: None, unit: None }
+        RuleConfig { name: "failed health checks".into(), query: None, health: true, above: None, below: None, for_evaluations, action: RuleAction::Rollback, hint: None, unit: None, log_pattern: None }
     }
 
     #[test]

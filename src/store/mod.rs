@@ -15,12 +15,14 @@ use crate::model::*;
 
 mod history;
 mod interactions;
+mod notify;
 mod outbox;
 mod releases;
 mod seed;
 mod stats;
 
 pub use history::{render_history_markdown, Stats, StatsCounts, StatsInput};
+pub use notify::{NewNotification, StoredNotification};
 pub use outbox::{OutboxMessage, StoredMessage};
 pub use releases::{Release, ReleaseImage};
 pub use seed::{SeedReport, SeedSpec};

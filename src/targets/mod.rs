@@ -179,6 +179,59 @@ pub trait DeployTarget: Send + Sync {
 
     /// The target's own account of a service, for a failure message (exit code, last log lines…).
     async fn diagnostics(&self, service: &ServiceName) -> Option<String>;
+
+    /// The service's log lines since `query.since_ms`, oldest first, at most `query.limit` of the
+    /// latest ones, each cut to [`LOG_LINE_MAX_CHARS`] (for `/logs` and the log watch). Not yet
+    /// redacted: the caller masks secrets.
+    async fn logs(&self, service: &ServiceName, image: &str, query: &LogQuery) -> Result<Vec<String>, TargetError>;
+}
+
+/// What `/logs` and the log watch ask a target for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogQuery {
+    /// From this instant (Unix milliseconds) on.
+    pub since_ms: i64,
+    /// At most this many lines, the latest ones.
+    pub limit: usize,
+}
+
+/// The most lines a driver returns for one query, whatever is asked: what a chat reply or one
+/// interval of the watch can use.
+pub const LOG_FETCH_MAX_LINES: usize = 10_000;
+/// A longer log line is cut to this many characters.
+pub const LOG_LINE_MAX_CHARS: usize = 2_000;
+
+/// Splits raw log text into lines for [`DeployTarget::logs`]: no empty trailing line, no `\r`, each
+/// cut to [`LOG_LINE_MAX_CHARS`], the latest `limit` kept.
+pub(crate) fn log_lines(text: &str, limit: usize) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let skip = lines.len().saturating_sub(limit.min(LOG_FETCH_MAX_LINES));
+    lines[skip..].iter().map(|l| cut_line(l)).collect()
+}
+
+/// Lines stamped `<RFC 3339> message` (Docker's and ACI's `timestamps=true`) at or after
+/// `since_ms`, without their stamps; a line without a stamp is kept as it is.
+pub(crate) fn since_stamped(text: &str, since_ms: i64) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let (stamp, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let kept = match chrono::DateTime::parse_from_rfc3339(stamp) {
+            Ok(t) if t.timestamp_millis() < since_ms => continue,
+            Ok(_) => rest,
+            Err(_) => line,
+        };
+        out.push_str(kept);
+        out.push('\n');
+    }
+    out
+}
+
+/// One log line cut to [`LOG_LINE_MAX_CHARS`] characters (marked with `…`).
+pub(crate) fn cut_line(line: &str) -> String {
+    match line.char_indices().nth(LOG_LINE_MAX_CHARS) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
+    }
 }
 
 /// Builds the driver an environment's config asks for (this is where I/O may start).

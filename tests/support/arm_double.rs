@@ -38,6 +38,8 @@ struct Inner {
     /// Tokens ARM no longer accepts (as if expired).
     revoked: Vec<String>,
     puts: Vec<Value>,
+    /// What the logs API returns per (group, container): (RFC 3339 timestamp, line).
+    logs: HashMap<(String, String), Vec<(String, String)>>,
 }
 
 #[derive(Clone)]
@@ -94,6 +96,7 @@ impl ArmDouble {
             current_token: None,
             revoked: Vec::new(),
             puts: Vec::new(),
+            logs: HashMap::new(),
         };
         let double = ArmDouble { url: String::new(), inner: Arc::new(Mutex::new(inner)) };
         let app = axum::Router::new()
@@ -102,6 +105,10 @@ impl ArmDouble {
             .route(
                 "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/containerGroups/{name}",
                 get(get_group).put(put_group),
+            )
+            .route(
+                "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/containerGroups/{name}/containers/{container}/logs",
+                get(get_logs),
             )
             .with_state(double.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -124,6 +131,12 @@ impl ArmDouble {
 
     pub fn puts(&self) -> Vec<Value> {
         self.inner.lock().unwrap().puts.clone()
+    }
+
+    /// The log lines (timestamp, text) the logs API has for a container of a group.
+    pub fn set_logs(&self, group: &str, container: &str, lines: &[(&str, &str)]) {
+        let lines = lines.iter().map(|(t, l)| (t.to_string(), l.to_string())).collect();
+        self.inner.lock().unwrap().logs.insert((group.to_string(), container.to_string()), lines);
     }
 
     pub fn group(&self, name: &str) -> Value {
@@ -269,4 +282,43 @@ async fn put_group(
     }
     s.groups.insert(name, stored.clone());
     (StatusCode::CREATED, Json(stored)).into_response()
+}
+
+/// `GET …/containerGroups/{name}/containers/{container}/logs?api-version&tail&timestamps`:
+/// `{"content": "..."}`, the last `tail` lines, each prefixed by its timestamp when asked.
+async fn get_logs(
+    State(double): State<ArmDouble>,
+    headers: HeaderMap,
+    Path((sub, rg, name, container)): Path<(String, String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let s = double.inner.lock().unwrap();
+    if !authorized(&s, &headers) {
+        return arm_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "The access token is invalid.");
+    }
+    if let Some(r) = check_path(&sub, &rg, &query) {
+        return r;
+    }
+    let Some(group) = s.groups.get(&name) else {
+        return arm_error(StatusCode::NOT_FOUND, "ResourceNotFound", &format!("The Resource 'Microsoft.ContainerInstance/containerGroups/{name}' was not found."));
+    };
+    if !group["properties"]["containers"].as_array().is_some_and(|cs| cs.iter().any(|c| c["name"] == json!(container))) {
+        return arm_error(StatusCode::NOT_FOUND, "ContainerNotFound", &format!("The container '{container}' is not found in container group '{name}'."));
+    }
+    let tail = match query.get("tail").map(|t| t.parse::<usize>()) {
+        None => usize::MAX,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return arm_error(StatusCode::BAD_REQUEST, "InvalidRequestParameter", "The parameter 'tail' must be an integer."),
+    };
+    let timestamps = match query.get("timestamps").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return arm_error(StatusCode::BAD_REQUEST, "InvalidRequestParameter", "The parameter 'timestamps' must be a boolean."),
+    };
+    let lines = s.logs.get(&(name.clone(), container.clone())).cloned().unwrap_or_default();
+    let content: String = lines[lines.len().saturating_sub(tail)..]
+        .iter()
+        .map(|(t, l)| if timestamps { format!("{t} {l}\n") } else { format!("{l}\n") })
+        .collect();
+    Json(json!({ "content": content })).into_response()
 }

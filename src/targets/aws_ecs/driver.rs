@@ -19,7 +19,7 @@ use super::rollout::{progress, Rollout};
 use super::taskdef::{self, short};
 use crate::secrets::redact;
 use crate::targets::docker::tag_of;
-use crate::targets::{DeployRequest, DeployTarget, Deployed, RollbackRequest, Running, TargetError};
+use crate::targets::{DeployRequest, DeployTarget, Deployed, LogQuery, RollbackRequest, Running, TargetError};
 
 /// Attempts per call, throttling included; the SDK backs off exponentially between them.
 const MAX_ATTEMPTS: u32 = 5;
@@ -29,6 +29,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct EcsTarget {
     config: EcsConfig,
     client: Client,
+    /// CloudWatch Logs, at the same endpoint.
+    logs: aws_sdk_cloudwatchlogs::Client,
     rollout_timeout: Duration,
     poll_interval: Duration,
 }
@@ -50,10 +52,18 @@ impl EcsTarget {
         }
         let shared = loader.load().await;
         let mut ecs = aws_sdk_ecs::config::Builder::from(&shared);
+        let mut logs = aws_sdk_cloudwatchlogs::config::Builder::from(&shared);
         if let Some(url) = &config.endpoint_url {
             ecs = ecs.endpoint_url(url);
+            logs = logs.endpoint_url(url);
         }
-        Ok(EcsTarget { config: config.clone(), client: Client::from_conf(ecs.build()), rollout_timeout, poll_interval })
+        Ok(EcsTarget {
+            config: config.clone(),
+            client: Client::from_conf(ecs.build()),
+            logs: aws_sdk_cloudwatchlogs::Client::from_conf(logs.build()),
+            rollout_timeout,
+            poll_interval,
+        })
     }
 
     fn ecs_service(&self, service: &ServiceName) -> Result<&str, TargetError> {
@@ -335,6 +345,16 @@ impl DeployTarget for EcsTarget {
         let primary = svc.deployments().iter().find(|d| d.status() == Some("PRIMARY")).and_then(|d| d.task_definition());
         let arn = primary.or(svc.task_definition())?.to_string();
         Some(self.diagnose(ecs, &arn, svc.events()).await)
+    }
+
+    /// CloudWatch Logs of the service's container, where its current task definition's `awslogs`
+    /// options send them.
+    #[tracing::instrument(skip(self), fields(cluster = %self.config.cluster))]
+    async fn logs(&self, service: &ServiceName, image: &str, query: &LogQuery) -> Result<Vec<String>, TargetError> {
+        let ecs = self.ecs_service(service)?;
+        let (td, _, index) = self.current_task_definition(service, ecs, image).await?;
+        let source = super::logs::source(&td.container_definitions()[index]).map_err(TargetError::failed)?;
+        super::logs::read(&self.logs, &source, query).await
     }
 }
 

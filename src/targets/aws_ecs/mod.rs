@@ -13,6 +13,7 @@
 mod config;
 mod diagnostics;
 mod driver;
+mod logs;
 mod rollout;
 mod taskdef;
 

@@ -14,7 +14,7 @@ use super::config::AciConfig;
 use super::group::{self, Supplied};
 use crate::secrets::{redact, Secret};
 use crate::targets::docker::{chain, tag_of};
-use crate::targets::{DeployRequest, DeployTarget, Deployed, RollbackRequest, Running, TargetError};
+use crate::targets::{log_lines, since_stamped, DeployRequest, DeployTarget, Deployed, LogQuery, RollbackRequest, Running, TargetError, LOG_FETCH_MAX_LINES};
 
 /// Attempts per ARM call when it throttles (429) or is briefly unavailable (5xx).
 const MAX_ATTEMPTS: u32 = 5;
@@ -77,9 +77,11 @@ impl AciTarget {
         })
     }
 
-    fn group_url(&self, name: &str) -> String {
+    /// The URL of container group `name`, or of something under it (`sub`: `/containers/web/logs`),
+    /// with `query` added after the API version.
+    fn group_url(&self, name: &str, sub: &str, query: &str) -> String {
         format!(
-            "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerInstance/containerGroups/{name}?api-version={}",
+            "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerInstance/containerGroups/{name}{sub}?api-version={}{query}",
             self.config.management_url.trim_end_matches('/'),
             self.config.subscription_id,
             self.config.resource_group,
@@ -88,10 +90,15 @@ impl AciTarget {
     }
 
     /// One ARM call on container group `name`, with a fresh token after a 401 and backoff on 429/5xx.
-    #[tracing::instrument(skip(self, body))]
     async fn arm(&self, method: Method, name: &str, body: Option<&Value>) -> Result<Value, TargetError> {
-        let url = self.group_url(name);
-        let doing = format!("{method} container group {name}");
+        self.arm_at(method, name, "", "", body).await
+    }
+
+    /// [`AciTarget::arm`] on a resource under the group (`sub`) with extra query parameters.
+    #[tracing::instrument(skip(self, body))]
+    async fn arm_at(&self, method: Method, name: &str, sub: &str, query: &str, body: Option<&Value>) -> Result<Value, TargetError> {
+        let url = self.group_url(name, sub, query);
+        let doing = if sub.is_empty() { format!("{method} container group {name}") } else { format!("{method} {sub} of container group {name}") };
         let mut refreshed = false;
         let mut attempt = 0;
         loop {
@@ -257,5 +264,17 @@ impl DeployTarget for AciTarget {
             Ok(group) => Some(redact(&group::diagnose(&group))),
             Err(e) => Some(e.to_string()),
         }
+    }
+
+    /// The ARM logs API of the service's container (`…/containers/{name}/logs?tail=N&timestamps=true`):
+    /// its last lines, those stamped before the instant dropped.
+    #[tracing::instrument(skip(self))]
+    async fn logs(&self, service: &ServiceName, image: &str, query: &LogQuery) -> Result<Vec<String>, TargetError> {
+        let name = self.group_name(service)?;
+        let (_, container) = self.read(service, name, image).await?;
+        let limit = query.limit.min(LOG_FETCH_MAX_LINES);
+        let answer = self.arm_at(Method::GET, name, &format!("/containers/{container}/logs"), &format!("&tail={limit}&timestamps=true"), None).await?;
+        let content = answer.get("content").and_then(Value::as_str).ok_or_else(|| TargetError::failed(format!("the logs of container {container} in group {name}: ARM's answer has no \"content\"")))?;
+        Ok(log_lines(&since_stamped(content, query.since_ms), limit))
     }
 }

@@ -10,6 +10,9 @@ pub const PLACEHOLDERS: [&str; 6] = ["service", "version", "previous", "env", "i
 /// The placeholders the `current` template may use: it runs outside any deployment.
 pub const CURRENT_PLACEHOLDERS: [&str; 2] = ["service", "image"];
 
+/// The placeholders the `logs` template may use: `{since}` is seconds (`600`), `{tail}` a line count.
+pub const LOGS_PLACEHOLDERS: [&str; 4] = ["service", "image", "since", "tail"];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandConfig {
@@ -21,6 +24,10 @@ pub struct CommandConfig {
     /// argv that prints the running version of `{service}` on stdout; the store's record is used when absent.
     #[serde(default)]
     pub current: Option<Vec<String>>,
+    /// argv that prints `{service}`'s recent log lines on stdout (`{since}` seconds back, at most
+    /// `{tail}` lines), for `/logs` and the log watch.
+    #[serde(default)]
+    pub logs: Option<Vec<String>>,
     #[serde(default = "default_timeout")]
     pub timeout: String,
     #[serde(default)]
@@ -44,10 +51,11 @@ impl CommandConfig {
         if crate::config::parse_duration(&self.timeout).is_ok_and(|d| d.is_zero()) {
             out.push(("timeout".into(), "must be longer than zero".into()));
         }
-        let templates: [Template<'_>; 3] = [
+        let templates: [Template<'_>; 4] = [
             ("deploy", Some(&self.deploy), &PLACEHOLDERS),
             ("rollback", self.rollback.as_ref(), &PLACEHOLDERS),
             ("current", self.current.as_ref(), &CURRENT_PLACEHOLDERS),
+            ("logs", self.logs.as_ref(), &LOGS_PLACEHOLDERS),
         ];
         for (field, argv, known) in templates {
             let Some(argv) = argv else { continue };

@@ -11,7 +11,7 @@ use deploybot_commands::ServiceName;
 use super::config::{render, CommandConfig};
 use super::process::{self, RunError};
 use crate::secrets::redact;
-use crate::targets::{DeployRequest, DeployTarget, Deployed, RollbackRequest, Running, TargetError};
+use crate::targets::{log_lines, DeployRequest, DeployTarget, Deployed, LogQuery, RollbackRequest, Running, TargetError, LOG_FETCH_MAX_LINES};
 
 /// Lines of output put in a failure's diagnostics.
 const DIAGNOSTIC_LINES: usize = 30;
@@ -39,6 +39,8 @@ struct Invocation<'a> {
     deployment_id: Option<i64>,
     /// For a rollback: the version being replaced.
     rollback_from: Option<&'a str>,
+    /// For `logs`: `{since}` (seconds) and `{tail}`.
+    logs: Option<(&'a str, &'a str)>,
 }
 
 impl Invocation<'_> {
@@ -50,6 +52,8 @@ impl Invocation<'_> {
             "env" => self.env,
             "image" => self.image,
             "digest" => self.digest,
+            "since" => self.logs?.0,
+            "tail" => self.logs?.1,
             _ => return None,
         })
     }
@@ -162,7 +166,7 @@ impl DeployTarget for CommandTarget {
     #[tracing::instrument(skip(self))]
     async fn current(&self, service: &ServiceName, image: &str) -> Result<Option<Running>, TargetError> {
         let Some(template) = &self.config.current else { return Ok(None) };
-        let inv = Invocation { operation: "current", service: service.as_str(), version: "", previous: "", env: "", image, digest: "", deployment_id: None, rollback_from: None };
+        let inv = Invocation { operation: "current", service: service.as_str(), version: "", previous: "", env: "", image, digest: "", deployment_id: None, rollback_from: None, logs: None };
         let (_, stdout) = self.run(template, &inv).await?;
         Ok(stdout.lines().map(str::trim).rfind(|l| !l.is_empty()).map(|version| Running { version: version.to_string(), reference: None }))
     }
@@ -180,6 +184,7 @@ impl DeployTarget for CommandTarget {
             digest: req.digest.as_deref().unwrap_or_default(),
             deployment_id: Some(req.deployment_id),
             rollback_from: None,
+            logs: None,
         };
         let (output, _) = self.run(&self.config.deploy, &inv).await?;
         Ok(Deployed { running: Running { version: req.version.clone(), reference: None }, detail: detail("deploy", &output) })
@@ -204,6 +209,7 @@ impl DeployTarget for CommandTarget {
             digest: "",
             deployment_id: Some(req.deployment_id),
             rollback_from: Some(&req.from_version),
+            logs: None,
         };
         let (output, _) = self.run(template, &inv).await?;
         Ok(Deployed { running: req.to.clone(), detail: detail("rollback", &output) })
@@ -213,4 +219,29 @@ impl DeployTarget for CommandTarget {
         let last = self.last_output.lock().unwrap_or_else(PoisonError::into_inner).get(service.as_str()).cloned();
         last.as_deref().and_then(last_lines)
     }
+
+    /// The `logs` template's stdout (its last [`LOGS_STDOUT_BYTES`]); without one, the target
+    /// says it has no logs.
+    #[tracing::instrument(skip(self))]
+    async fn logs(&self, service: &ServiceName, image: &str, query: &LogQuery) -> Result<Vec<String>, TargetError> {
+        let Some(template) = &self.config.logs else {
+            return Err(TargetError::failed("this command target has no `logs` command (set target.logs, e.g. [\"./logs.sh\", \"{service}\", \"{since}\"])"));
+        };
+        let back_ms = (chrono::Utc::now().timestamp_millis() - query.since_ms).max(1000);
+        let since = ((back_ms + 999) / 1000).to_string();
+        let tail = query.limit.min(LOG_FETCH_MAX_LINES).to_string();
+        let inv = Invocation { operation: "logs", service: service.as_str(), version: "", previous: "", env: "", image, digest: "", deployment_id: None, rollback_from: None, logs: Some((&since, &tail)) };
+        let argv: Vec<String> = template.iter().map(|arg| render(arg, |name| inv.placeholder(name))).collect();
+        let mut env = inv.vars();
+        env.extend(crate::secrets::expand_env_table(&self.config.env, &self.vars).map_err(|e| TargetError::failed(format!("cannot run the {}: target.{e}", inv.what())))?);
+        let workdir = self.config.workdir.as_ref().map(PathBuf::from);
+        let result = process::run_capped(&argv, &env, workdir.as_deref(), self.timeout, LOGS_STDOUT_BYTES).await;
+        let (_, outcome) = judge(result, "logs command", &inv.what(), &self.config.timeout);
+        let stdout = outcome?;
+        let body = stdout.strip_prefix(process::CUT_MARK).map_or(stdout.as_str(), |rest| rest.trim_start_matches('\n'));
+        Ok(log_lines(body, query.limit))
+    }
 }
+
+/// How much of a `logs` command's stdout is read: its end.
+const LOGS_STDOUT_BYTES: usize = 2 * 1024 * 1024;

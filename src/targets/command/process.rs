@@ -32,17 +32,30 @@ pub(super) enum RunError {
 }
 
 /// The last `cap` bytes of a stream, cut to whole lines when something was dropped.
-#[derive(Default)]
 pub(super) struct Tail {
     buf: Vec<u8>,
     truncated: bool,
+    cap: usize,
 }
 
+impl Default for Tail {
+    fn default() -> Tail {
+        Tail::with_cap(OUTPUT_TAIL_BYTES)
+    }
+}
+
+/// Marks the start of a tail whose beginning was dropped.
+pub(super) const CUT_MARK: &str = "[… earlier output cut]";
+
 impl Tail {
+    pub(super) fn with_cap(cap: usize) -> Tail {
+        Tail { buf: Vec::new(), truncated: false, cap }
+    }
+
     pub(super) fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
-        if self.buf.len() > OUTPUT_TAIL_BYTES {
-            let excess = self.buf.len() - OUTPUT_TAIL_BYTES;
+        if self.buf.len() > self.cap {
+            let excess = self.buf.len() - self.cap;
             self.buf.drain(..excess);
             self.truncated = true;
         }
@@ -54,7 +67,7 @@ impl Tail {
             return text.into_owned();
         }
         let whole_lines = text.find('\n').map_or(&text[..], |i| &text[i + 1..]);
-        format!("[… earlier output cut]\n{whole_lines}")
+        format!("{CUT_MARK}\n{whole_lines}")
     }
 }
 
@@ -87,6 +100,11 @@ impl Drop for GroupGuard {
 
 /// Runs `argv` in its own process group with `env` added to the inherited environment.
 pub(super) async fn run(argv: &[String], env: &[(String, String)], workdir: Option<&Path>, timeout: Duration) -> Result<Finished, RunError> {
+    run_capped(argv, env, workdir, timeout, OUTPUT_TAIL_BYTES).await
+}
+
+/// [`run`], keeping the last `stdout_cap` bytes of stdout (a `logs` command prints more than a deploy).
+pub(super) async fn run_capped(argv: &[String], env: &[(String, String)], workdir: Option<&Path>, timeout: Duration, stdout_cap: usize) -> Result<Finished, RunError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(RunError::Spawn("the command is empty".into()));
     };
@@ -107,7 +125,7 @@ pub(super) async fn run(argv: &[String], env: &[(String, String)], workdir: Opti
     let mut guard = GroupGuard { pgid: child.id().and_then(|id| i32::try_from(id).ok()) };
 
     let output = Arc::new(Mutex::new(Tail::default()));
-    let stdout = Arc::new(Mutex::new(Tail::default()));
+    let stdout = Arc::new(Mutex::new(Tail::with_cap(stdout_cap)));
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
         readers.push(spawn_reader(out, vec![output.clone(), stdout.clone()]));

@@ -23,6 +23,7 @@ fn config(deploy: &[&str]) -> CommandConfig {
         deploy: deploy.iter().map(|s| s.to_string()).collect(),
         rollback: None,
         current: None,
+        logs: None,
         timeout: "10s".into(),
         workdir: None,
         env: BTreeMap::new(),

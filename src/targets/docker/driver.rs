@@ -23,7 +23,7 @@ use super::config::DockerConfig;
 use super::diagnostics::{self, short_id, LOG_LINES};
 use super::spec::{self, tag_of};
 use crate::secrets::redact;
-use crate::targets::{DeployRequest, DeployTarget, Deployed, RollbackRequest, Running, TargetError};
+use crate::targets::{log_lines, since_stamped, DeployRequest, DeployTarget, Deployed, LogQuery, RollbackRequest, Running, TargetError, LOG_FETCH_MAX_LINES};
 
 /// Suffix of the container kept during a rollout.
 pub const PREVIOUS_SUFFIX: &str = "-deploybot-prev";
@@ -479,6 +479,24 @@ impl DeployTarget for DockerTarget {
         let name = self.config.container_name(service);
         let c = self.inspect(docker, &name).await.ok()??;
         Some(self.describe(docker, &name, &c).await)
+    }
+
+    /// The container's stdout and stderr since the instant (the engine's timestamps, to the
+    /// nanosecond, decide which lines are in), its last `limit` lines.
+    #[tracing::instrument(skip(self))]
+    async fn logs(&self, service: &ServiceName, _image: &str, query: &LogQuery) -> Result<Vec<String>, TargetError> {
+        let docker = self.engine().await?;
+        let name = self.config.container_name(service);
+        if self.inspect(docker, &name).await?.is_none() {
+            return Err(TargetError::failed(format!("there is no container {name} for {service}")));
+        }
+        let limit = query.limit.min(LOG_FETCH_MAX_LINES);
+        let since = i32::try_from(query.since_ms.div_euclid(1000)).unwrap_or(0);
+        let options = LogsOptions { stdout: true, stderr: true, timestamps: true, since, tail: limit.to_string(), ..Default::default() };
+        let chunks: Vec<_> = docker.logs(&name, Some(options)).try_collect().await.map_err(|e| self.error(&format!("reading the logs of {name}"), e))?;
+        let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.into_bytes().to_vec()).collect();
+        let text = String::from_utf8_lossy(&bytes);
+        Ok(log_lines(&since_stamped(&text, query.since_ms), limit))
     }
 }
 
