@@ -239,18 +239,17 @@ def postgres():
     body.append(ind(f"UPDATE deployments SET restored_at = {restore_lookup('deployments')} "
                     f"WHERE id IN (SELECT id FROM new_rows x WHERE {pairing_failure('x')} AND {counts('x')}) "
                     f"AND {pairing_failure('deployments')} AND {counts('deployments')}"))
-    # Failures already there that a new success restores (earlier than what they have): only those
-    # waiting, or paired later than the new rows' first success in their environment, are looked at,
-    # through deployments_unrestored, so a bulk load is not a join of its successes with every failure.
+    # Failures already there that a new success restores earlier than what they have: only those
+    # waiting, or paired later than the new rows' first success in their environment, are looked
+    # at (deployments_unrestored), each with the same index lookup as above. The new rows' own
+    # failures are among them and already right, so they are left unchanged; nothing joins the new
+    # rows with themselves (a bulk load is linear).
     body.append(ind(
-        "UPDATE deployments f SET restored_at = p.t FROM (\n"
-        "    SELECT w.id, (SELECT MIN(s.finished_at) FROM new_rows s\n"
-        f"                  WHERE s.env = w.env AND {success('s')} AND s.id <> w.id AND s.finished_at >= {detected('w')}) AS t\n"
-        "    FROM deployments w JOIN (SELECT env, MIN(finished_at) AS first FROM new_rows x\n"
-        f"                             WHERE {success('x')} GROUP BY env) n ON w.env = n.env\n"
-        f"    WHERE {pairing_failure('w')} AND {counts('w')} AND (w.restored_at IS NULL OR w.restored_at > n.first)\n"
-        "      AND NOT EXISTS (SELECT 1 FROM new_rows o WHERE o.id = w.id)) p\n"
-        "WHERE f.id = p.id AND p.t IS NOT NULL AND (f.restored_at IS NULL OR f.restored_at > p.t)"))
+        f"UPDATE deployments w SET restored_at = {restore_lookup('w')}\n"
+        "FROM (SELECT env, MIN(finished_at) AS first FROM new_rows x\n"
+        f"      WHERE {success('x')} GROUP BY env) n\n"
+        f"WHERE w.env = n.env AND {pairing_failure('w')} AND {counts('w')} AND (w.restored_at IS NULL OR w.restored_at > n.first)\n"
+        f"  AND w.restored_at IS DISTINCT FROM {restore_lookup('w')}"))
     out.append("CREATE FUNCTION stats_rollup_insert() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
                + "\n".join(body) + "\n    RETURN NULL;\nEND\n$$;\n")
     out.append("CREATE TRIGGER stats_rollup_insert AFTER INSERT ON deployments\n"

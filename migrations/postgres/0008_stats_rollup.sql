@@ -97,14 +97,11 @@ BEGIN
     UPDATE deployments d SET undone = 1 FROM new_rows r WHERE r.rollback_of = d.id AND r.env = d.env AND r.started_at IS NOT NULL AND r.finished_at IS NOT NULL AND d.undone = 0;
     UPDATE deployments d SET undone = 1 FROM new_rows n WHERE d.id = n.id AND d.undone = 0 AND EXISTS (SELECT 1 FROM deployments r WHERE r.rollback_of = n.id AND r.env = n.env AND r.started_at IS NOT NULL AND r.finished_at IS NOT NULL);
     UPDATE deployments SET restored_at = (SELECT s.finished_at FROM deployments s WHERE s.env = deployments.env AND s.finished_at >= COALESCE(deployments.failed_at, deployments.finished_at) AND s.state = 'succeeded' AND s.started_at IS NOT NULL AND s.id <> deployments.id ORDER BY s.finished_at LIMIT 1) WHERE id IN (SELECT id FROM new_rows x WHERE x.kind = 'deploy' AND x.state <> 'rolled_back' AND (x.undone = 1 OR x.state IN ('failed', 'rollback_failed', 'interrupted')) AND x.started_at IS NOT NULL AND x.finished_at IS NOT NULL) AND deployments.kind = 'deploy' AND deployments.state <> 'rolled_back' AND (deployments.undone = 1 OR deployments.state IN ('failed', 'rollback_failed', 'interrupted')) AND deployments.started_at IS NOT NULL AND deployments.finished_at IS NOT NULL;
-    UPDATE deployments f SET restored_at = p.t FROM (
-        SELECT w.id, (SELECT MIN(s.finished_at) FROM new_rows s
-                      WHERE s.env = w.env AND s.state = 'succeeded' AND s.started_at IS NOT NULL AND s.finished_at IS NOT NULL AND s.id <> w.id AND s.finished_at >= COALESCE(w.failed_at, w.finished_at)) AS t
-        FROM deployments w JOIN (SELECT env, MIN(finished_at) AS first FROM new_rows x
-                                 WHERE x.state = 'succeeded' AND x.started_at IS NOT NULL AND x.finished_at IS NOT NULL GROUP BY env) n ON w.env = n.env
-        WHERE w.kind = 'deploy' AND w.state <> 'rolled_back' AND (w.undone = 1 OR w.state IN ('failed', 'rollback_failed', 'interrupted')) AND w.started_at IS NOT NULL AND w.finished_at IS NOT NULL AND (w.restored_at IS NULL OR w.restored_at > n.first)
-          AND NOT EXISTS (SELECT 1 FROM new_rows o WHERE o.id = w.id)) p
-    WHERE f.id = p.id AND p.t IS NOT NULL AND (f.restored_at IS NULL OR f.restored_at > p.t);
+    UPDATE deployments w SET restored_at = (SELECT s.finished_at FROM deployments s WHERE s.env = w.env AND s.finished_at >= COALESCE(w.failed_at, w.finished_at) AND s.state = 'succeeded' AND s.started_at IS NOT NULL AND s.id <> w.id ORDER BY s.finished_at LIMIT 1)
+    FROM (SELECT env, MIN(finished_at) AS first FROM new_rows x
+          WHERE x.state = 'succeeded' AND x.started_at IS NOT NULL AND x.finished_at IS NOT NULL GROUP BY env) n
+    WHERE w.env = n.env AND w.kind = 'deploy' AND w.state <> 'rolled_back' AND (w.undone = 1 OR w.state IN ('failed', 'rollback_failed', 'interrupted')) AND w.started_at IS NOT NULL AND w.finished_at IS NOT NULL AND (w.restored_at IS NULL OR w.restored_at > n.first)
+      AND w.restored_at IS DISTINCT FROM (SELECT s.finished_at FROM deployments s WHERE s.env = w.env AND s.finished_at >= COALESCE(w.failed_at, w.finished_at) AND s.state = 'succeeded' AND s.started_at IS NOT NULL AND s.id <> w.id ORDER BY s.finished_at LIMIT 1);
     RETURN NULL;
 END
 $$;
