@@ -190,29 +190,21 @@ impl Stats {
     /// own, or the next successful deployment or rollback in that environment, wherever it falls).
     pub fn compute(rows: &[StatsInput], days: u32, now: DateTime<Utc>) -> Stats {
         let _ = now;
-        let changes: Vec<&StatsInput> = rows.iter().filter(|r| r.deployment.kind == DeploymentKind::Deploy).collect();
-        let mut counts = StatsCounts {
-            changes: changes.len(),
-            succeeded: changes.iter().filter(|r| r.deployment.state == DeploymentState::Succeeded && !r.rolled_back_later).count(),
-            failed: changes.iter().filter(|r| failed_change(r)).count(),
-            completed: changes.iter().filter(|r| r.deployment.state != DeploymentState::Cancelled).count(),
-            rollbacks: rows.iter().filter(|r| r.deployment.kind == DeploymentKind::Rollback).count(),
-            ..StatsCounts::default()
-        };
-        for r in changes.iter().filter(|r| failed_change(r)) {
+        let mut counts = StatsCounts::default();
+        let mut durations = Vec::new();
+        for r in rows {
             let d = &r.deployment;
-            let detected = d.failed_at.or(d.finished_at).unwrap_or(d.created_at);
-            let restored = if d.state == DeploymentState::RolledBack { d.finished_at } else { r.next_success_at };
-            if let Some(end) = restored {
-                counts.restore_total_ms += (end - detected).max(0);
-                counts.restores += 1;
-            }
+            let facts = RowFacts {
+                kind: d.kind,
+                state: d.state,
+                started_at: d.started_at.unwrap_or(d.created_at),
+                failed_at: d.failed_at,
+                finished_at: d.finished_at.unwrap_or(d.created_at),
+                undone: r.rolled_back_later,
+                restored_at: r.next_success_at,
+            };
+            facts.add_to(&mut counts, &mut durations);
         }
-        let mut durations: Vec<i64> = changes
-            .iter()
-            .filter(|r| r.deployment.state == DeploymentState::Succeeded)
-            .filter_map(|r| r.deployment.duration_ms())
-            .collect();
         durations.sort_unstable();
         counts.median_ms = median_of_sorted(&durations);
         Stats::from_counts(days, &counts)
@@ -255,9 +247,54 @@ impl Stats {
     }
 }
 
-fn failed_change(r: &StatsInput) -> bool {
-    r.rolled_back_later
-        || matches!(r.deployment.state, DeploymentState::Failed | DeploymentState::RolledBack | DeploymentState::RollbackFailed | DeploymentState::Interrupted)
+/// One row's part of `/stats`, as the rollup triggers count it: the same rules in Rust for the
+/// window's first partial day ([`super::Store::stats`]) and for [`Stats::compute`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RowFacts {
+    pub kind: DeploymentKind,
+    pub state: DeploymentState,
+    pub started_at: Millis,
+    pub failed_at: Option<Millis>,
+    pub finished_at: Millis,
+    pub undone: bool,
+    pub restored_at: Option<Millis>,
+}
+
+impl RowFacts {
+    pub(super) fn add_to(&self, c: &mut StatsCounts, durations: &mut Vec<i64>) {
+        use DeploymentState::*;
+        if self.kind == DeploymentKind::Rollback {
+            c.rollbacks += 1;
+            return;
+        }
+        if self.kind != DeploymentKind::Deploy {
+            return;
+        }
+        c.changes += 1;
+        let failed_state = matches!(self.state, Failed | RolledBack | RollbackFailed | Interrupted);
+        if self.state == Succeeded && !self.undone {
+            c.succeeded += 1;
+        }
+        if self.undone || failed_state {
+            c.failed += 1;
+        }
+        if self.state != Cancelled {
+            c.completed += 1;
+        }
+        let detected = self.failed_at.unwrap_or(self.finished_at);
+        if self.state == RolledBack {
+            c.restore_total_ms += (self.finished_at - detected).max(0);
+            c.restores += 1;
+        } else if self.undone || failed_state {
+            if let Some(end) = self.restored_at {
+                c.restore_total_ms += (end - detected).max(0);
+                c.restores += 1;
+            }
+        }
+        if self.state == Succeeded {
+            durations.push(self.finished_at - self.started_at);
+        }
+    }
 }
 
 /// The median of sorted values; of an even count, the mean of the middle two (integer division).

@@ -14,65 +14,37 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use sqlx::Row;
 
-use super::history::{self, Stats, StatsCounts, StatsInput};
+use super::history::{self, RowFacts, Stats, StatsCounts, StatsInput};
 use super::{deployment_from_row, Dialect, Store, DEPLOYMENT_COLUMNS};
-use crate::model::{DeploymentKind, DeploymentState, Millis};
+use crate::model::Millis;
 
 pub(super) const DAY_MS: i64 = 86_400_000;
+
+/// The whole days of a window from the rollup: `$1` scope, `$2` first whole day.
+const ROLLUP_SQL: &str = "SELECT CAST(COALESCE(SUM(changes), 0) AS BIGINT), CAST(COALESCE(SUM(succeeded), 0) AS BIGINT), \
+       CAST(COALESCE(SUM(failed), 0) AS BIGINT), CAST(COALESCE(SUM(completed), 0) AS BIGINT), \
+       CAST(COALESCE(SUM(rollbacks), 0) AS BIGINT), CAST(COALESCE(SUM(restore_ms), 0) AS BIGINT), \
+       CAST(COALESCE(SUM(restores), 0) AS BIGINT) \
+     FROM stats_days WHERE scope = $1 AND day >= $2";
+
+/// Successful changes by minute of duration: `$1` scope, `$2` first whole day.
+const MINUTES_SQL: &str = "SELECT minute, CAST(SUM(n) AS BIGINT) FROM stats_duration_minutes WHERE scope = $1 AND day >= $2 GROUP BY minute";
+
+/// One minute's successful changes by second: `$1` scope, `$2` minute, `$3` first whole day.
+const SECONDS_SQL: &str = "SELECT secs, CAST(SUM(n) AS BIGINT) FROM stats_durations WHERE scope = $1 AND minute = $2 AND day >= $3 GROUP BY secs";
+
+/// The rows of the window's first, partial day: `$1` since, `$2` its end, `$3` the environment.
+fn partial_day_sql(by_env: bool) -> String {
+    let env_filter = if by_env { " AND env = $3" } else { "" };
+    format!(
+        "SELECT kind, state, started_at, failed_at, finished_at, undone, restored_at FROM deployments \
+         WHERE finished_at >= $1 AND finished_at < $2 AND started_at IS NOT NULL{env_filter}"
+    )
+}
 
 /// The scope of the rollups: an environment, or `*` for all of them.
 fn scope(env: Option<&str>) -> String {
     env.unwrap_or("*").to_string()
-}
-
-/// One row's part of `/stats`, as the rollup triggers count it (the same rules, in Rust, for the
-/// window's first partial day).
-#[derive(Debug, Clone, Copy)]
-struct RowFacts {
-    kind: DeploymentKind,
-    state: DeploymentState,
-    started_at: Millis,
-    failed_at: Option<Millis>,
-    finished_at: Millis,
-    undone: bool,
-    restored_at: Option<Millis>,
-}
-
-impl RowFacts {
-    fn add_to(&self, c: &mut StatsCounts, durations: &mut Vec<i64>) {
-        use DeploymentState::*;
-        if self.kind == DeploymentKind::Rollback {
-            c.rollbacks += 1;
-            return;
-        }
-        if self.kind != DeploymentKind::Deploy {
-            return;
-        }
-        c.changes += 1;
-        let failed_state = matches!(self.state, Failed | RolledBack | RollbackFailed | Interrupted);
-        if self.state == Succeeded && !self.undone {
-            c.succeeded += 1;
-        }
-        if self.undone || failed_state {
-            c.failed += 1;
-        }
-        if self.state != Cancelled {
-            c.completed += 1;
-        }
-        let detected = self.failed_at.unwrap_or(self.finished_at);
-        if self.state == RolledBack {
-            c.restore_total_ms += (self.finished_at - detected).max(0);
-            c.restores += 1;
-        } else if self.undone || failed_state {
-            if let Some(end) = self.restored_at {
-                c.restore_total_ms += (end - detected).max(0);
-                c.restores += 1;
-            }
-        }
-        if self.state == Succeeded {
-            durations.push(self.finished_at - self.started_at);
-        }
-    }
 }
 
 /// The longest (`MAX`) or shortest (`MIN`) successful change of the window within one second of
@@ -116,18 +88,12 @@ impl Store {
         let mut c = StatsCounts::default();
 
         // The whole days, from the rollup.
-        let row = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(changes), 0) AS BIGINT), CAST(COALESCE(SUM(succeeded), 0) AS BIGINT), \
-                    CAST(COALESCE(SUM(failed), 0) AS BIGINT), CAST(COALESCE(SUM(completed), 0) AS BIGINT), \
-                    CAST(COALESCE(SUM(rollbacks), 0) AS BIGINT), CAST(COALESCE(SUM(restore_ms), 0) AS BIGINT), \
-                    CAST(COALESCE(SUM(restores), 0) AS BIGINT) \
-             FROM stats_days WHERE scope = $1 AND day >= $2",
-        )
-        .bind(&scope)
-        .bind(first_whole_day)
-        .fetch_one(&self.pool)
-        .await
-        .context("failed to read the /stats rollup")?;
+        let row = sqlx::query(ROLLUP_SQL)
+            .bind(&scope)
+            .bind(first_whole_day)
+            .fetch_one(&self.pool)
+            .await
+            .context("failed to read the /stats rollup")?;
         let n = |i: usize| -> Result<i64> { Ok(row.try_get::<i64, _>(i)?) };
         c.changes = n(0)?.max(0) as usize;
         c.succeeded = n(1)?.max(0) as usize;
@@ -147,11 +113,7 @@ impl Store {
     }
 
     async fn partial_day(&self, env: Option<&str>, since: Millis, until: Millis) -> Result<Vec<RowFacts>> {
-        let env_filter = if env.is_some() { " AND env = $3" } else { "" };
-        let sql = format!(
-            "SELECT kind, state, started_at, failed_at, finished_at, undone, restored_at FROM deployments \
-             WHERE finished_at >= $1 AND finished_at < $2 AND started_at IS NOT NULL{env_filter}"
-        );
+        let sql = partial_day_sql(env.is_some());
         let mut q = sqlx::query(&sql).bind(since).bind(until);
         if let Some(e) = env {
             q = q.bind(e.to_string());
@@ -177,7 +139,7 @@ impl Store {
     /// The exact median duration of the window's successful changes (see the module docs).
     async fn median(&self, env: Option<&str>, scope: &str, since: Millis, first_whole_day: i64, partial: &[i64]) -> Result<Option<i64>> {
         let mut minutes: BTreeMap<i64, i64> = BTreeMap::new();
-        for r in sqlx::query("SELECT minute, CAST(SUM(n) AS BIGINT) FROM stats_duration_minutes WHERE scope = $1 AND day >= $2 GROUP BY minute")
+        for r in sqlx::query(MINUTES_SQL)
             .bind(scope)
             .bind(first_whole_day)
             .fetch_all(&self.pool)
@@ -203,15 +165,13 @@ impl Store {
                 continue;
             }
             let mut secs: BTreeMap<i64, i64> = BTreeMap::new();
-            for r in sqlx::query(
-                "SELECT secs, CAST(SUM(n) AS BIGINT) FROM stats_durations WHERE scope = $1 AND minute = $2 AND day >= $3 GROUP BY secs",
-            )
-            .bind(scope)
-            .bind(m)
-            .bind(first_whole_day)
-            .fetch_all(&self.pool)
-            .await
-            .context("failed to read the /stats duration histogram")?
+            for r in sqlx::query(SECONDS_SQL)
+                .bind(scope)
+                .bind(m)
+                .bind(first_whole_day)
+                .fetch_all(&self.pool)
+                .await
+                .context("failed to read the /stats duration histogram")?
             {
                 *secs.entry(r.try_get(0)?).or_default() += r.try_get::<i64, _>(1)?;
             }
@@ -279,24 +239,10 @@ impl Store {
         use super::Param::{Int, Text};
         let day = since.div_euclid(DAY_MS) + 1;
         vec![
-            ("stats: rollup", "SELECT SUM(changes) FROM stats_days WHERE scope = $1 AND day >= $2".into(), vec![Text(env.into()), Int(day)]),
-            (
-                "stats: first day",
-                "SELECT kind, state, started_at, failed_at, finished_at, undone, restored_at FROM deployments \
-                 WHERE finished_at >= $1 AND finished_at < $2 AND started_at IS NOT NULL AND env = $3"
-                    .into(),
-                vec![Int(since), Int(day * DAY_MS), Text(env.into())],
-            ),
-            (
-                "stats: median minute",
-                "SELECT minute, SUM(n) FROM stats_duration_minutes WHERE scope = $1 AND day >= $2 GROUP BY minute".into(),
-                vec![Text(env.into()), Int(day)],
-            ),
-            (
-                "stats: median second",
-                "SELECT secs, SUM(n) FROM stats_durations WHERE scope = $1 AND minute = $2 AND day >= $3 GROUP BY secs".into(),
-                vec![Text(env.into()), Int(1), Int(day)],
-            ),
+            ("stats: rollup", ROLLUP_SQL.into(), vec![Text(env.into()), Int(day)]),
+            ("stats: first day", partial_day_sql(true), vec![Int(since), Int(day * DAY_MS), Text(env.into())]),
+            ("stats: median minute", MINUTES_SQL.into(), vec![Text(env.into()), Int(day)]),
+            ("stats: median second", SECONDS_SQL.into(), vec![Text(env.into()), Int(1), Int(day)]),
             ("stats: median milliseconds", duration_edge_sql(dialect, "MAX", true), vec![Int(60_000), Int(61_000), Int(since), Text(env.into())]),
         ]
     }
