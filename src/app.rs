@@ -52,10 +52,18 @@ pub fn spawn_loops(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec
         let engine = engine.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let mut turn: u32 = 0;
             loop {
                 if let Err(e) = engine.expire_approvals().await {
                     tracing::warn!(error = format!("{e:#}"), "approval expiry check failed");
                 }
+                // Every 10 s: releases whose process died are ended and said so.
+                if turn % 40 == 0 {
+                    if let Err(e) = engine.sweep_abandoned_releases().await {
+                        tracing::warn!(error = format!("{e:#}"), "abandoned-release check failed");
+                    }
+                }
+                turn = turn.wrapping_add(1);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                     _ = shutdown.changed() => break,

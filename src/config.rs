@@ -364,6 +364,11 @@ pub struct MigrationConfig {
     /// (secrets such as `FLYWAY_URL` go here, never in `command`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The migration scripts' folder in the `[release] repo` (e.g.
+    /// `backend/src/main/resources/db/migration`): `/deploy --dry-run` lists the scripts in the
+    /// requested version's tree newer than the schema version the last migration step reported.
+    #[serde(default)]
+    pub folder: Option<String>,
 }
 
 impl MigrationConfig {
@@ -793,6 +798,13 @@ impl Validator {
             }
         }
         let notify = self.notify(notify_raw, environments.as_ref());
+        if release.is_none() {
+            for env in environments.iter().flat_map(|envs| envs.values()) {
+                if env.migrations.as_ref().is_some_and(|m| m.folder.is_some()) {
+                    self.problem(format!("environments.{}.migrations.folder", env.name), "the folder is read from the [release] repository, and there is no [release] section: add [release] repo = \"…\" or remove folder");
+                }
+            }
+        }
         Some(Config {
             bot,
             bot_timezone: bot_timezone?,
@@ -1172,6 +1184,12 @@ impl Validator {
                     self.problem(format!("{path}.migrations.{p}"), msg);
                 }
                 self.duration(&format!("{path}.migrations.timeout"), &m.timeout);
+                if let Some(folder) = &m.folder {
+                    let p = std::path::Path::new(folder);
+                    if folder.trim().is_empty() || p.is_absolute() || p.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)) {
+                        self.problem(format!("{path}.migrations.folder"), format!("\"{folder}\" must be a folder inside the [release] repository, relative to its root, e.g. \"backend/src/main/resources/db/migration\""));
+                    }
+                }
                 Some(m)
             }),
         };
@@ -1181,6 +1199,11 @@ impl Validator {
             Some(v) => self.section::<MonitorConfig>(&format!("{path}.monitor"), v).map(|m| {
                 for (p, msg) in m.validate() {
                     self.problem(format!("{path}.monitor.{p}"), msg);
+                }
+                if let (Some(TargetConfig::Command(c)), Some(true)) = (&target, m.probe.as_ref().map(|p| p.drift)) {
+                    if c.current.is_none() {
+                        self.problem(format!("{path}.monitor.probe.drift"), "drift = true needs to know what runs: give the command target a `current` command (e.g. current = [\"./current.sh\", \"{service}\"])");
+                    }
                 }
                 Some(m)
             }),

@@ -229,3 +229,88 @@ fn check_config_names_a_log_pattern_that_is_not_a_regex() {
     let problem = problems.iter().find(|p| p.path.contains("log_patterns[1].pattern")).unwrap_or_else(|| panic!("{problems:?}"));
     assert!(problem.message.contains("\"(SQLException\" is not a valid regular expression"), "{}", problem.message);
 }
+
+/// Runs the environment's probe schedule now, through the scheduler as the bot does.
+async fn probe_now(h: &Harness, scheduler: &deploybot::engine::schedule::Scheduler) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let schedule = deploybot::store::Schedule { id: 0, kind: "probe".into(), key: "probe:staging".into(), env: Some("staging".into()), deployment_id: None, cron: Some("* * * * *".into()), next_run_at: now - 1, enabled: true };
+    h.app.engine.store.put_schedule(&schedule, now).await.unwrap();
+    assert_eq!(scheduler.tick().await.unwrap(), 1, "the probe ran");
+}
+
+/// The drift alerts the engine wrote about deployment `id`: (outbox key, text), oldest first.
+async fn drift_alerts(h: &Harness, id: i64) -> Vec<(String, String)> {
+    let messages = h.app.engine.store.outbox_messages_of(id).await.unwrap();
+    messages
+        .iter()
+        .filter(|m| m.key.starts_with("drift:"))
+        .map(|m| (m.key.clone(), serde_json::from_str::<serde_json::Value>(&m.body).unwrap()["text"].as_str().unwrap_or_default().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drift_probe_alerts_while_what_runs_differs_from_the_record_and_resolves_when_they_agree() {
+    let h = Harness::new("[environments.staging.monitor]\nprobe = { schedule = \"* * * * *\", drift = true }").await;
+    let scheduler = deploybot::engine::schedule::Scheduler::new(h.app.engine.clone());
+    let d = h.deploy("v1.0.1").await;
+    assert_eq!(d.state, DeploymentState::Succeeded, "{:?}", d.error);
+    probe_now(&h, &scheduler).await;
+    assert!(drift_alerts(&h, d.id).await.is_empty(), "the target runs what was recorded");
+
+    // A deployment accepted and not yet run: what runs is about to change, nothing is said.
+    assert!(h.say("/deploy v1.0.2 staging").await.starts_with("👍"));
+    h.write("staging-backend.version", "v1.0.2\n");
+    probe_now(&h, &scheduler).await;
+    assert!(drift_alerts(&h, d.id).await.is_empty(), "no drift alert while a deployment is in flight");
+    while h.app.engine.run_next_job().await.unwrap() {}
+    let d = h.app.engine.store.deployments(None, &[], 1).await.unwrap().remove(0);
+    assert_eq!((d.version.as_str(), d.state), ("v1.0.2", DeploymentState::Succeeded), "{:?}", d.error);
+
+    // Someone puts v1.0.3 on the backend by hand.
+    h.write("staging-backend.version", "v1.0.3\n");
+    probe_now(&h, &scheduler).await;
+    let alerts = drift_alerts(&h, d.id).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let (key, text) = &alerts[0];
+    assert!(text.starts_with("🔀 Drift in staging: what runs differs from what deploybot recorded.\n  backend: the target runs v1.0.3, deploybot recorded v1.0.2"), "{text}");
+    assert!(!text.contains("frontend:"), "only the backend drifted: {text}");
+    assert!(text.contains(&format!("since #{} v1.0.2 by ", d.id)) && text.contains("`/deploy v1.0.2 staging` puts back what was recorded"), "{text}");
+
+    // The next probe finds the same drift: the same alert, not a second one.
+    probe_now(&h, &scheduler).await;
+    assert_eq!(drift_alerts(&h, d.id).await, alerts);
+
+    // The target cannot be asked: that neither resolves the alert nor raises another.
+    h.write("current-fails", "");
+    h.write("staging-backend.version", "v1.0.2\n");
+    probe_now(&h, &scheduler).await;
+    assert_eq!(drift_alerts(&h, d.id).await, alerts, "unknown is not agreement");
+
+    // The frontend drifts too: the same alert is edited to say so.
+    h.remove("current-fails");
+    h.write("staging-backend.version", "v1.0.3\n");
+    h.write("staging-frontend.version", "v0.9.0\n");
+    probe_now(&h, &scheduler).await;
+    let edited = drift_alerts(&h, d.id).await;
+    assert_eq!(edited.len(), 1, "{edited:?}");
+    assert_eq!(&edited[0].0, key);
+    assert!(edited[0].1.contains("frontend: the target runs v0.9.0, deploybot recorded v1.0.2"), "{}", edited[0].1);
+
+    // Put back by hand: the alert is resolved in place.
+    h.write("staging-backend.version", "v1.0.2\n");
+    h.write("staging-frontend.version", "v1.0.2\n");
+    probe_now(&h, &scheduler).await;
+    let resolved = drift_alerts(&h, d.id).await;
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert!(resolved[0].1.starts_with("✅ Drift in staging is gone: every service runs what deploybot recorded (drift seen for "), "{}", resolved[0].1);
+}
+
+#[test]
+fn drift_needs_a_way_to_ask_what_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), "[environments.staging.monitor]\nprobe = { schedule = \"* * * * *\", drift = true }");
+    let current = format!(r#"current = ["sh", "{}/current.sh", "{{service}}"], "#, dir.path().display());
+    assert!(text.contains(&current), "{text}");
+    let problems = deploybot::config::Config::parse(&text.replace(&current, "")).map(|_| Vec::new()).unwrap_or_else(|p| p.iter().map(|p| p.to_string()).collect());
+    assert!(problems.iter().any(|p| p.contains("environments.staging.monitor.probe.drift") && p.contains("give the command target a `current` command")), "{problems:?}");
+}

@@ -440,3 +440,170 @@ fn base_clone<'a>(s: &Setup<'a>) -> Setup<'a> {
         frontend_dockerfile: s.frontend_dockerfile,
     }
 }
+
+/// `/deploy --dry-run` lists the migration scripts the version's tree holds beyond the schema
+/// version the environment's last migration step reported (`[environments.X.migrations] folder`).
+/// Real git; the migration tool is a stand-in printing what Flyway prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_dry_run_lists_the_migrations_not_yet_applied() {
+    let project = Project::new();
+    let folder = "backend/src/main/resources/db/migration";
+    let migration = |name: &str| project.work.join(folder).join(name);
+    write(&migration("V1__init.sql"), "CREATE TABLE invoices (id BIGINT);\n");
+    write(&migration("V2__add_tax.sql"), "ALTER TABLE invoices ADD tax NUMERIC;\n");
+    git(&project.work, &["add", "-A"]);
+    git(&project.work, &["commit", "-q", "-m", "feat(db): invoices with tax"]);
+    git(&project.work, &["tag", "-a", "v1.0.0", "-m", "v1.0.0"]);
+    write(&migration("V3__index_invoices.sql"), "CREATE INDEX ON invoices (id);\n");
+    write(&migration("V10__tenants.sql"), "CREATE TABLE tenants (id BIGINT);\n");
+    write(&migration("R__views.sql"), "CREATE OR REPLACE VIEW v AS SELECT 1;\n");
+    git(&project.work, &["add", "-A"]);
+    git(&project.work, &["commit", "-q", "-m", "feat(db): tenants"]);
+    git(&project.work, &["tag", "-a", "v1.1.0", "-m", "v1.1.0"]);
+    let remote = project.remote.to_str().unwrap();
+    git(&project.work, &["push", "-q", "--follow-tags", remote, "main"]);
+
+    let root = project.root.display();
+    let config = format!(
+        r#"[bot]
+database_url = "sqlite://{root}/deploybot.db"
+[chat.console]
+user = "alice"
+[release]
+repo = "{remote}"
+dir = "{root}/release-work"
+releasers = ["alice"]
+[services.backend]
+image = "invoiceme/backend"
+[environments.staging]
+channel = "C0STAGING"
+target = {{ kind = "command", deploy = ["sh", "-c", "true"] }}
+[environments.staging.migrations]
+command = ["sh", "-c", "cat {root}/flyway-output.txt"]
+folder = "{folder}"
+"#
+    );
+    let config = Config::parse(&config).unwrap_or_else(|p| panic!("{p:?}"));
+    let app = app::build_console_app(config, Arc::new(ShiftedClock::at(Utc::now())), None).await.unwrap();
+    let flyway = |text: &str| std::fs::write(project.root.join("flyway-output.txt"), text).unwrap();
+
+    // Nothing has run here yet: the scripts are listed as the tree holds them, the schema unknown.
+    let plan = say(&app, 1, "alice", "/deploy v1.0.0 staging --dry-run").await;
+    assert!(
+        plan.contains(&format!("Migrations: which are applied is unknown: no migration step in staging has reported the schema's version yet. v1.0.0 holds 2 scripts in {folder}, up to V2__add_tax.sql.")),
+        "{plan}"
+    );
+
+    flyway(
+        "Current version of schema \"public\": << Empty Schema >>\n\
+         Migrating schema \"public\" to version \"1 - init\"\n\
+         Migrating schema \"public\" to version \"2 - add tax\"\n\
+         Successfully applied 2 migrations to schema \"public\", now at version v2 (execution time 00:00.031s)\n",
+    );
+    assert!(say(&app, 2, "alice", "/deploy v1.0.0 staging").await.starts_with("👍"));
+    while app.engine.run_next_job().await.unwrap() {}
+    let first = app.engine.store.deployments(None, &[], 1).await.unwrap().remove(0);
+    assert_eq!(first.state, deploybot::model::DeploymentState::Succeeded, "{:?}", first.error);
+
+    // v1.1.0 brings two versioned scripts beyond 2, in version order (10 after 3); the repeatable
+    // script has no place in that order.
+    let plan = say(&app, 3, "alice", "/deploy v1.1.0 staging --dry-run").await;
+    assert!(
+        plan.contains(&format!("Migrations not yet applied: 2 (the schema is at 2, as #{}'s migration step reported)\n  • V3__index_invoices.sql\n  • V10__tenants.sql", first.id)),
+        "{plan}"
+    );
+    assert!(plan.contains("Changes in v1.1.0 since v1.0.0: 1 commit\n  • feat(db): tenants"), "{plan}");
+    assert!(!plan.contains("R__views.sql"), "{plan}");
+    let same = say(&app, 4, "alice", "/deploy v1.0.0 staging --dry-run").await;
+    assert!(same.contains(&format!("Migrations: none to apply (the schema is at 2, as #{}'s migration step reported; v1.0.0 holds 2 scripts", first.id)), "{same}");
+
+    // A migration tool that does not say where the schema is: the plan says it cannot tell.
+    flyway("migrations ran\n");
+    assert!(say(&app, 5, "alice", "/deploy v1.1.0 staging").await.starts_with("👍"));
+    while app.engine.run_next_job().await.unwrap() {}
+    let second = app.engine.store.deployments(None, &[], 1).await.unwrap().remove(0);
+    assert_eq!(second.state, deploybot::model::DeploymentState::Succeeded, "{:?}", second.error);
+    let plan = say(&app, 6, "alice", "/deploy v1.1.0 staging --dry-run").await;
+    assert!(plan.contains(&format!("Migrations: which are applied is unknown: #{}'s migration step did not say the schema's version. v1.1.0 holds 4 scripts", second.id)), "{plan}");
+
+    // A version that is not a tag of the repository: neither commits nor migrations are guessed.
+    let plan = say(&app, 7, "alice", "/deploy v2.0.0 staging --dry-run").await;
+    assert!(plan.contains("Changes: v2.0.0 is not a tag of") && plan.contains("so the commits and migrations it brings are unknown"), "{plan}");
+    assert_eq!(app.engine.store.deployments(None, &[], 10).await.unwrap().len(), 2, "dry runs request nothing");
+}
+
+#[test]
+fn a_migrations_folder_needs_the_release_repository_and_a_relative_path() {
+    let base = r#"[bot]
+database_url = "sqlite::memory:"
+[services.backend]
+image = "invoiceme/backend"
+[environments.staging]
+channel = "C0STAGING"
+target = { kind = "command", deploy = ["sh", "-c", "true"] }
+[environments.staging.migrations]
+command = ["flyway", "migrate"]
+"#;
+    let problems = |text: &str| Config::parse(text).map(|_| Vec::new()).unwrap_or_else(|p| p.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+    let without_release = problems(&format!("{base}folder = \"db/migration\"\n"));
+    assert!(without_release.iter().any(|p| p.contains("environments.staging.migrations.folder") && p.contains("there is no [release] section")), "{without_release:?}");
+    let escaping = problems(&format!("{base}folder = \"../elsewhere\"\n[release]\nrepo = \"/srv/invoiceme.git\"\n"));
+    assert!(escaping.iter().any(|p| p.contains("environments.staging.migrations.folder") && p.contains("must be a folder inside the [release] repository")), "{escaping:?}");
+    assert!(problems(&format!("{base}folder = \"db/migration\"\n[release]\nrepo = \"/srv/invoiceme.git\"\n")).is_empty());
+}
+
+/// A release whose process died mid-way (what it leaves in the store: `running`, its heartbeat
+/// lapsed, a progress message stopped at a step) is ended `failed` by the sweep every replica
+/// runs, and its message says so and how to run it again; a live release is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_whose_process_died_is_ended_and_its_message_says_how_to_run_it_again() {
+    use deploybot::chat::outbox::Draft;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"[bot]
+database_url = "sqlite://{d}/deploybot.db"
+[chat.console]
+user = "alice"
+[release]
+repo = "{d}/remote.git"
+releasers = ["alice"]
+[services.backend]
+image = "invoiceme/backend"
+[services.backend.build]
+context = "backend"
+[environments.staging]
+channel = "C0STAGING"
+target = {{ kind = "command", deploy = ["sh", "-c", "true"] }}
+"#,
+        d = dir.path().display()
+    );
+    let app = app::build_console_app(Config::parse(&config).unwrap_or_else(|p| panic!("{p:?}")), Arc::new(ShiftedClock::at(Utc::now())), None).await.unwrap();
+    let store = &app.engine.store;
+    let now = Utc::now().timestamp_millis();
+
+    // Started two minutes ago by a process that has not beaten since (alive for 60 s).
+    let dead = store.start_release("v1.0.0", "main", "alice", "alice", "C0RELEASES", now - 120_000, 60_000).await.unwrap().unwrap();
+    store.set_release_commit(dead, "0123456789abcdef0123456789abcdef01234567").await.unwrap();
+    let key = format!("release:{dead}");
+    let stopped = "🏷️ Release r1: v1.0.0 from main, by <@alice>\n✅ fetched\n⏳ building backend";
+    let draft = Draft { key: &key, channel: "C0RELEASES", thread_key: None, deployment_id: None, alert_id: None, purpose: "release", text: stopped };
+    app.engine.outbox.send(draft).await.unwrap();
+    // Started just now by a live process.
+    let live = store.start_release("v1.1.0", "main", "alice", "alice", "C0RELEASES", now, 60_000).await.unwrap().unwrap();
+
+    app.engine.sweep_abandoned_releases().await.unwrap();
+    let ended = store.release(dead).await.unwrap().unwrap();
+    assert_eq!(ended.state, "failed");
+    assert!(ended.error.as_deref().unwrap_or_default().starts_with("abandoned: the process running it stopped"), "{:?}", ended.error);
+    assert!(ended.finished_at.is_some());
+    let text = message(&app, &key).await;
+    assert!(text.starts_with(&format!("{stopped}\n⚠️ Abandoned: the bot running release r{dead} stopped before it ended, and nothing was recorded.")), "{text}");
+    assert!(text.contains("`/release v1.0.0 --ref 0123456789abcdef0123456789abcdef01234567` runs it again"), "{text}");
+    assert!(store.audit_by("deploybot").await.unwrap().iter().any(|(_, action, detail)| action == "release-abandoned" && detail.as_deref() == Some(&format!("r{dead}: v1.0.0") as &str)));
+    assert_eq!(store.release(live).await.unwrap().unwrap().state, "running", "a release whose process beats is left alone");
+
+    // Swept once: a second sweep changes nothing.
+    app.engine.sweep_abandoned_releases().await.unwrap();
+    assert_eq!(message(&app, &key).await, text);
+    assert_eq!(store.audit_by("deploybot").await.unwrap().iter().filter(|(_, action, _)| action == "release-abandoned").count(), 1);
+}

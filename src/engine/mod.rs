@@ -576,9 +576,7 @@ impl Engine {
             step(format!("monitor: {} rule(s) and {} log pattern(s) for {}", m.rules.len(), m.log_patterns.len(), m.watch), &mut lines);
         }
         step("record: history, summary in the channel".into(), &mut lines);
-        if let Some(changes) = self.changes_between(recorded.first().map(|r| r.version.as_str()), version).await {
-            lines.push(changes);
-        }
+        lines.extend(self.repository_preview(env, recorded.first().map(|r| r.version.as_str()), version).await);
         Ok(lines.join("\n"))
     }
 

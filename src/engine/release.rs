@@ -21,11 +21,14 @@ use crate::chat::outbox::Draft;
 use crate::chat::UserRef;
 use crate::registry::ImageRef;
 use crate::release::git::Repo;
-use crate::release::{image, notes, BuildConfig, ReleaseConfig};
+use crate::config::Environment;
+use crate::release::{image, migrations, notes, BuildConfig, ReleaseConfig};
 use crate::store::ReleaseImage;
 
 /// At most this many commits are listed in the notes.
 const NOTES_COMMITS: usize = 200;
+/// At most this many pending migration scripts are listed in a dry run.
+const MIGRATIONS_LISTED: usize = 50;
 /// A running release's heartbeat: renewed every third of this; a release not renewed for this
 /// long was abandoned (its process died) and no longer holds its version.
 const ALIVE_MS: i64 = 60_000;
@@ -155,6 +158,8 @@ impl Engine {
         if args.dry_run {
             return Ok(Reply(self.release_dry_run(&release, &version, &reference).await));
         }
+        // A release of this version whose process died is ended, and said so, before this one starts.
+        self.sweep_abandoned_releases().await?;
         let id = match self.store.start_release(&version, &reference, &user.id, &user.name, channel, self.now_ms(), ALIVE_MS).await? {
             Ok(id) => id,
             Err(existing) => {
@@ -191,6 +196,34 @@ impl Engine {
         Ok(Reply(format!("🏷️ Release r{id}: {version} from {reference} started; its progress is in this channel.")))
     }
 
+    /// Ends each release whose process died mid-way (its heartbeat lapsed) as `failed`, and says so
+    /// under its progress message, with the way out. Whichever replica gets there first does it.
+    pub async fn sweep_abandoned_releases(&self) -> Result<()> {
+        let now = self.now_ms();
+        for r in self.store.abandoned_releases(now).await? {
+            let error = "abandoned: the process running it stopped before it ended (no heartbeat)";
+            if !self.store.fail_release(r.id, error, now).await? {
+                continue;
+            }
+            tracing::warn!(release = r.id, version = %r.version, "a release was abandoned by its process; marked failed");
+            let key = format!("release:{}", r.id);
+            let shown = match self.store.outbox_message(&key).await? {
+                Some(m) => serde_json::from_str::<serde_json::Value>(&m.body).ok().and_then(|b| b["text"].as_str().map(str::to_string)).unwrap_or_default(),
+                None => format!("🏷️ Release r{}: {} from {}, by {}", r.id, r.version, r.ref_name, render::mention(&r.requested_by)),
+            };
+            let text = format!(
+                "{shown}\n⚠️ Abandoned: the bot running release r{id} stopped before it ended, and nothing was recorded. An image or the tag may already be in the registry and the repository. `/release {version} --ref {reference}` runs it again: a tag it pushed is reused on the same commit and each image is pushed again.",
+                id = r.id,
+                version = r.version,
+                reference = r.commit_sha.as_deref().unwrap_or(&r.ref_name),
+            );
+            let draft = Draft { key: &key, channel: &r.channel, thread_key: None, deployment_id: None, alert_id: None, purpose: "release", text: &text };
+            self.outbox.send(draft).await?;
+            self.store.audit(now, "deploybot", "release-abandoned", None, None, Some(&format!("r{}: {}", r.id, r.version))).await?;
+        }
+        Ok(())
+    }
+
     /// What `/release --dry-run` says: the commit, the tag, what would be built, the notes.
     async fn release_dry_run(&self, release: &ReleaseConfig, version: &str, reference: &str) -> String {
         let repo = match Repo::sync(&release.repo, &Self::release_dir(release).join("repo.git")).await {
@@ -223,30 +256,39 @@ impl Engine {
         out.join("\n")
     }
 
-    /// For `/deploy --dry-run`: the commits between the running version and `version`, from the
-    /// release repository's tags; `None` when there is no `[release]` repository.
-    pub(crate) async fn changes_between(&self, running: Option<&str>, version: &str) -> Option<String> {
-        let release = self.config.release.as_ref()?;
+    /// For `/deploy --dry-run`, from the `[release]` repository (nothing when there is none): the
+    /// commits between the running version and `version`, and the migration scripts `version`
+    /// holds that the database has not run (with `[environments.X.migrations] folder`).
+    pub(crate) async fn repository_preview(&self, env: &Environment, running: Option<&str>, version: &str) -> Vec<String> {
+        let Some(release) = self.config.release.as_ref() else { return Vec::new() };
         let dir = Self::release_dir(release).join("repo.git");
         let repo = match Repo::sync(&release.repo, &dir).await {
             Ok(r) => r,
-            Err(e) => return Some(format!("Changes: unknown ({e})")),
+            Err(e) => return vec![format!("Changes: unknown ({e})")],
         };
         let to = match repo.tag_commit(version).await {
             Ok(Some(c)) => c,
-            _ => return Some(format!("Changes: {version} is not a tag of {}, so the commits it brings are unknown", crate::secrets::display_url(&release.repo))),
+            _ => return vec![format!("Changes: {version} is not a tag of {}, so the commits and migrations it brings are unknown", crate::secrets::display_url(&release.repo))],
         };
+        let mut out = vec![self.changes_between(&repo, running, version, &to).await];
+        if let Some(folder) = env.migrations.as_ref().and_then(|m| m.folder.as_deref()) {
+            out.push(self.pending_migrations(&repo, env, version, &to, folder).await);
+        }
+        out
+    }
+
+    async fn changes_between(&self, repo: &Repo, running: Option<&str>, version: &str, to: &str) -> String {
         let from = match running {
-            Some(r) if r == version => return Some(format!("Changes: none, {version} already runs here")),
+            Some(r) if r == version => return format!("Changes: none, {version} already runs here"),
             Some(r) => match repo.tag_commit(r).await {
                 Ok(Some(c)) => Some((r.to_string(), c)),
-                _ => return Some(format!("Changes: the running version {r} is not a tag of the repository, so the commits between are unknown")),
+                _ => return format!("Changes: the running version {r} is not a tag of the repository, so the commits between are unknown"),
             },
             None => None,
         };
-        let commits = match repo.log(from.as_ref().map(|(_, c)| c.as_str()), &to, NOTES_COMMITS + 1).await {
+        let commits = match repo.log(from.as_ref().map(|(_, c)| c.as_str()), to, NOTES_COMMITS + 1).await {
             Ok(c) => c,
-            Err(e) => return Some(format!("Changes: unknown ({e})")),
+            Err(e) => return format!("Changes: unknown ({e})"),
         };
         let since = from.as_ref().map_or_else(|| "everything up to it (nothing recorded here)".to_string(), |(r, _)| format!("since {r}"));
         let mut out = format!("Changes in {version} {since}: {} commit{}", commits.len().min(NOTES_COMMITS), if commits.len() == 1 { "" } else { "s" });
@@ -256,7 +298,47 @@ impl Engine {
         if commits.len() > NOTES_COMMITS {
             out.push_str("\n  (only the newest are listed)");
         }
-        Some(out)
+        out
+    }
+
+    /// The scripts in `folder` at `version` newer than the schema version the environment's last
+    /// migration step reported.
+    async fn pending_migrations(&self, repo: &Repo, env: &Environment, version: &str, commit: &str, folder: &str) -> String {
+        let files = match repo.files_under(commit, folder).await {
+            Ok(f) => f,
+            Err(e) => return format!("Migrations: unknown ({e})"),
+        };
+        let scripts = migrations::versioned(&files);
+        let Some(newest) = scripts.last() else {
+            return format!("Migrations: {version} has no migration scripts in {folder}");
+        };
+        let holds = format!("{version} holds {} script{} in {folder}, up to {}", scripts.len(), if scripts.len() == 1 { "" } else { "s" }, newest.1);
+        let last = match self.store.last_schema_step(env.name.as_str()).await {
+            Ok(l) => l,
+            Err(e) => return format!("Migrations: unknown, the store could not be read ({e:#})"),
+        };
+        let (applied, source) = match last {
+            None => return format!("Migrations: which are applied is unknown: no migration step in {} has reported the schema's version yet. {holds}.", env.name),
+            Some((id, step, _)) if step == "restore" => {
+                return format!("Migrations: which are applied is unknown: #{id} restored the database from a backup since the last migration step. {holds}.")
+            }
+            Some((id, _, detail)) => match migrations::reported_version(&detail) {
+                Some(v) => (v, format!("#{id}'s migration step")),
+                None => return format!("Migrations: which are applied is unknown: #{id}'s migration step did not say the schema's version. {holds}."),
+            },
+        };
+        let pending = migrations::pending(&files, &applied);
+        if pending.is_empty() {
+            return format!("Migrations: none to apply (the schema is at {applied}, as {source} reported; {holds})");
+        }
+        let mut out = format!("Migrations not yet applied: {} (the schema is at {applied}, as {source} reported)", pending.len());
+        for (_, name) in pending.iter().take(MIGRATIONS_LISTED) {
+            out.push_str(&format!("\n  • {name}"));
+        }
+        if pending.len() > MIGRATIONS_LISTED {
+            out.push_str(&format!("\n  (and {} more)", pending.len() - MIGRATIONS_LISTED));
+        }
+        out
     }
 
     async fn release_notes(&self, repo: &Repo, version: &str, commit: &str) -> Result<String, String> {

@@ -18,7 +18,7 @@ use anyhow::Result;
 use tokio::sync::{watch, Mutex};
 
 use super::watch::PROBE_ACTOR;
-use super::{render, Engine};
+use super::{drift_note, render, Engine, Live};
 use crate::chat::outbox::Draft;
 use crate::config::Environment;
 use crate::model::{DeploymentState, Millis};
@@ -26,6 +26,8 @@ use crate::monitor::alertmanager::span;
 use crate::store::{AlertRecord, Schedule};
 
 const PROBE: &str = "probe";
+/// The name of the drift probe's alerts.
+const DRIFT_ALERT: &str = "drift";
 const DIGEST: &str = "digest";
 const LEASE_MS: i64 = 60_000;
 
@@ -120,11 +122,15 @@ impl Scheduler {
         match s.kind.as_str() {
             PROBE => {
                 let env = s.env.as_deref().and_then(|n| e.config.environments.values().find(|env| env.name.as_str() == n));
-                let Some((env, failures)) = env.and_then(|env| Some((env, env.monitor.as_ref()?.probe.as_ref()?.failures))) else {
+                let Some((env, probe)) = env.and_then(|env| Some((env, env.monitor.as_ref()?.probe.as_ref()?))) else {
                     tracing::info!(schedule = %s.key, "the probe is no longer configured; its schedule is disabled");
                     return Ok(None);
                 };
-                self.probe(env, failures, s.cron.as_deref().unwrap_or_default()).await?;
+                // Drift first: a failed health probe does not keep it from being looked at.
+                if probe.drift {
+                    self.drift(env).await?;
+                }
+                self.probe(env, probe.failures, s.cron.as_deref().unwrap_or_default()).await?;
             }
             DIGEST => {
                 let Some(channel) = e.config.alerts.digest_channel.clone() else { return Ok(None) };
@@ -189,14 +195,80 @@ impl Scheduler {
         self.probe_alert(env, &key, "firing", state.first_failure, latest.map(|d| d.id), &text).await
     }
 
+    /// The drift probe (`probe = { …, drift = true }`): asks each service's target what runs and
+    /// alerts while that differs from what deploybot recorded; the alert is edited as the drift
+    /// changes and resolved once they agree. Skipped while a deployment is in flight there (what
+    /// runs is meant to change then), and a service whose target cannot be asked neither raises
+    /// nor resolves anything. The open alert is found in the store, so whichever replica runs the
+    /// next probe carries it on.
+    #[tracing::instrument(skip_all, fields(env = %env.name))]
+    async fn drift(&self, env: &Environment) -> Result<()> {
+        let e = &self.engine;
+        let name = env.name.to_string();
+        let in_flight: Vec<DeploymentState> = DeploymentState::ALL.into_iter().filter(|s| s.is_in_flight()).collect();
+        if !e.store.deployments(Some(&name), &in_flight, 1).await?.is_empty() {
+            return Ok(());
+        }
+        let recorded = e.store.service_versions(&name).await?;
+        let live = e.live_versions(env).await;
+        let mut drifted = Vec::new();
+        let mut unknown = Vec::new();
+        for (service, live) in env.services.iter().zip(&live) {
+            let recorded = recorded.iter().find(|r| r.service == service.as_str());
+            match live {
+                Live::Unknown(why) => unknown.push(format!("{service} ({why})")),
+                _ => {
+                    let note = drift_note(env.target.kind(), recorded.map(|r| r.version.as_str()), live);
+                    if let Some(what) = note.strip_prefix(" — ⚠️ drift: ") {
+                        drifted.push(format!("{service}: {what}"));
+                    }
+                }
+            }
+        }
+        let open = e.store.firing_alert(&name, DRIFT_ALERT).await?;
+        let now = e.now_ms();
+        if drifted.is_empty() {
+            if let Some((key, since)) = open.filter(|_| unknown.is_empty()) {
+                let text = format!("✅ Drift in {name} is gone: every service runs what deploybot recorded (drift seen for {}).", span(now - since));
+                self.alert(env, &key, DRIFT_ALERT, "resolved", since, None, &text).await?;
+            } else if !unknown.is_empty() {
+                tracing::info!(services = unknown.join(", "), "the drift probe could not ask the target what runs");
+            }
+            return Ok(());
+        }
+        tracing::warn!(drift = drifted.join("; "), "what runs differs from what deploybot recorded");
+        let latest = e.latest_deployment(&name).await?;
+        let mut text = format!("🔀 Drift in {name}: what runs differs from what deploybot recorded.\n  {}", drifted.join("\n  "));
+        if !unknown.is_empty() {
+            text.push_str(&format!("\n  Not asked: {}.", unknown.join(", ")));
+        }
+        match &latest {
+            Some(d) => text.push_str(&format!(
+                "\nSomeone changed it outside deploybot since {} {} by {}. `/deploy {} {name}` puts back what was recorded; `/status {name}` shows it again.",
+                d.short_id(),
+                d.version,
+                render::mention(&d.requested_by),
+                d.version
+            )),
+            None => text.push_str(&format!("\nNo deployment of {name} is recorded: deploy through deploybot to record what runs.")),
+        }
+        let (key, since) = open.unwrap_or_else(|| (format!("drift:{name}:{now}"), now));
+        self.alert(env, &key, DRIFT_ALERT, "firing", since, latest.map(|d| d.id), &text).await
+    }
+
     async fn probe_alert(&self, env: &Environment, key: &str, status: &str, starts_at: Millis, deployment_id: Option<i64>, text: &str) -> Result<()> {
+        self.alert(env, key, "health probe", status, starts_at, deployment_id, text).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn alert(&self, env: &Environment, key: &str, name: &str, status: &str, starts_at: Millis, deployment_id: Option<i64>, text: &str) -> Result<()> {
         let e = &self.engine;
         let now = e.now_ms();
         let record = AlertRecord {
             fingerprint: key.to_string(),
             env: Some(env.name.to_string()),
             deployment_id,
-            name: "health probe".into(),
+            name: name.into(),
             status: status.into(),
             source: PROBE.into(),
             labels: serde_json::json!({ "env": env.name.as_str() }).to_string(),

@@ -135,6 +135,10 @@ pub struct ProbeConfig {
     /// Consecutive failed probes before alerting.
     #[serde(default = "default_failures")]
     pub failures: u32,
+    /// Also ask each service's target what runs (`current()`) and alert while it differs from
+    /// what deploybot recorded (drift), resolving the alert once they agree again.
+    #[serde(default)]
+    pub drift: bool,
 }
 
 fn default_failures() -> u32 {

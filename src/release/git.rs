@@ -157,6 +157,14 @@ impl Repo {
             .collect())
     }
 
+    /// The paths of the files under `folder` (recursively) in `commit`'s tree; empty when the
+    /// folder is not there.
+    pub async fn files_under(&self, commit: &str, folder: &str) -> Result<Vec<String>, String> {
+        let spec = format!("{}/", folder.trim_end_matches('/'));
+        let out = git(Some(&self.dir), &["ls-tree", "-r", "--name-only", commit, "--", &spec], &[]).await?;
+        Ok(out.lines().map(str::to_string).collect())
+    }
+
     /// A clean checkout of `reference` at `path` (a detached worktree of the bare clone).
     pub async fn worktree(&self, path: &Path, reference: &str) -> Result<Worktree, String> {
         let _ = self.prune_worktrees().await;

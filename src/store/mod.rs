@@ -505,6 +505,20 @@ impl Store {
         .collect()
     }
 
+    /// The latest step in `env` that changed the database's schema and succeeded: a `migrations`
+    /// step (its output says the schema's version) or a `restore` (a backup put back, so the
+    /// schema is whatever it was then). Its deployment id, name and detail.
+    pub async fn last_schema_step(&self, env: &str) -> Result<Option<(i64, String, String)>> {
+        let row = sqlx::query(
+            "SELECT d.id, s.name, s.detail FROM deployments d JOIN deployment_steps s ON s.deployment_id = d.id \
+             WHERE d.env = $1 AND s.name IN ('migrations', 'restore') AND s.state = 'succeeded' ORDER BY d.id DESC, s.id DESC LIMIT 1",
+        )
+        .bind(env)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<Option<String>, _>(2)?.unwrap_or_default()))).transpose()
+    }
+
     // ----------------------------------------------------------------------------- services
 
     pub async fn put_deployment_service(&self, s: &DeploymentService, now: Millis) -> Result<()> {
@@ -888,6 +902,16 @@ impl Store {
             Some(r) => Ok((r.try_get(0)?, true)),
             None => Box::pin(self.upsert_alert(a, now)).await,
         }
+    }
+
+    /// The newest alert named `name` still firing in `env`: its fingerprint and when it started.
+    pub async fn firing_alert(&self, env: &str, name: &str) -> Result<Option<(String, Millis)>> {
+        let row = sqlx::query("SELECT fingerprint, starts_at FROM alerts WHERE env = $1 AND name = $2 AND status = 'firing' ORDER BY id DESC LIMIT 1")
+            .bind(env)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
 
     // ----------------------------------------------------------------------------- schedules

@@ -117,6 +117,12 @@ impl Store {
         row.as_ref().map(release_from_row).transpose()
     }
 
+    /// Releases still `running` whose heartbeat lapsed before `now`: their process died.
+    pub async fn abandoned_releases(&self, now: Millis) -> Result<Vec<Release>> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM releases WHERE state = 'running' AND alive_until < $1 ORDER BY id")).bind(now).fetch_all(&self.pool).await?;
+        rows.iter().map(release_from_row).collect()
+    }
+
     pub async fn release(&self, id: i64) -> Result<Option<Release>> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM releases WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(release_from_row).transpose()
