@@ -22,14 +22,16 @@ use crate::chat::ChatPlatform;
 use crate::config::{Config, DiscordMode, Platform, SlackMode};
 use crate::engine::clock::SystemClock;
 use crate::engine::{Clock, Engine};
+use crate::registry::RegistryAuth;
 use crate::store::Store;
 use crate::targets::DeployTarget;
 
 /// Builds the drivers of every environment; one that cannot be built is reported, and that
 /// environment refuses deployments with the reason.
-pub async fn build_targets(config: &Config) -> BTreeMap<deploybot_commands::EnvName, Arc<dyn DeployTarget>> {
+/// `registry`: the one set of `[registry]` credentials (and its cached tokens) the process uses,
+/// shared with the engine's preflight check and `/release` pushes.
+pub async fn build_targets(config: &Config, registry: Option<Arc<RegistryAuth>>) -> BTreeMap<deploybot_commands::EnvName, Arc<dyn DeployTarget>> {
     let mut out = BTreeMap::new();
-    let registry = config.registry.clone().map(|r| Arc::new(crate::registry::RegistryAuth::new(r, config.vars.clone())));
     for env in config.environments.values() {
         match crate::targets::build(&env.target, &config.vars, registry.clone()).await {
             Ok(t) => {
@@ -131,9 +133,10 @@ pub struct App {
 pub async fn build_console_app(config: Config, clock: Arc<dyn Clock>, out: Option<Box<dyn std::io::Write + Send>>) -> Result<App> {
     let store = Store::connect(&config.bot.database_url).await?;
     let console = console_chat(&config, out);
-    let targets = build_targets(&config).await;
+    let registry = config.registry.clone().map(|r| Arc::new(RegistryAuth::new(r, config.vars.clone())));
+    let targets = build_targets(&config, registry.clone()).await;
     let chat: Arc<dyn ChatPlatform> = console.clone();
-    let engine = Engine::new(Arc::new(config), store, chat, targets, clock);
+    let engine = Engine::new(Arc::new(config), store, chat, targets, registry, clock);
     Ok(App { engine, console })
 }
 
@@ -150,9 +153,10 @@ pub async fn build_slack_app(config: Config, clock: Arc<dyn Clock>) -> Result<Sl
     let secrets = SlackSecrets::resolve(&slack_config, &config.vars)?;
     let slack = Arc::new(SlackPlatform::new(&slack_config.api_url, &secrets.bot_token)?);
     let store = Store::connect(&config.bot.database_url).await?;
-    let targets = build_targets(&config).await;
+    let registry = config.registry.clone().map(|r| Arc::new(RegistryAuth::new(r, config.vars.clone())));
+    let targets = build_targets(&config, registry.clone()).await;
     let chat: Arc<dyn ChatPlatform> = slack.clone();
-    let engine = Engine::new(Arc::new(config), store, chat, targets, clock);
+    let engine = Engine::new(Arc::new(config), store, chat, targets, registry, clock);
     Ok(SlackApp { engine, slack, secrets })
 }
 
@@ -195,9 +199,10 @@ pub async fn build_discord_app(config: Config, clock: Arc<dyn Clock>) -> Result<
     let secrets = DiscordSecrets::resolve(&discord_config, &config.vars)?;
     let store = Store::connect(&config.bot.database_url).await?;
     let discord = Arc::new(DiscordPlatform::new(&discord_config, &secrets, &config.reactions, Some(store.clone()))?);
-    let targets = build_targets(&config).await;
+    let registry = config.registry.clone().map(|r| Arc::new(RegistryAuth::new(r, config.vars.clone())));
+    let targets = build_targets(&config, registry.clone()).await;
     let chat: Arc<dyn ChatPlatform> = discord.clone();
-    let engine = Engine::new(Arc::new(config), store, chat, targets, clock);
+    let engine = Engine::new(Arc::new(config), store, chat, targets, registry, clock);
     Ok(DiscordApp { engine, discord, secrets })
 }
 

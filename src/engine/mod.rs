@@ -87,13 +87,13 @@ impl Engine {
         store: Store,
         chat: Arc<dyn ChatPlatform>,
         targets: BTreeMap<EnvName, Arc<dyn DeployTarget>>,
+        registry_auth: Option<Arc<crate::registry::RegistryAuth>>,
         clock: Arc<dyn Clock>,
     ) -> Arc<Engine> {
         let catalog = config.catalog();
         let chat = crate::monitor::metrics::MeteredChat::wrap(chat);
         let owner = owner_id();
         let outbox = Outbox::new(store.clone(), chat.clone(), &owner);
-        let registry_auth = config.registry.clone().map(|r| Arc::new(crate::registry::RegistryAuth::new(r, config.vars.clone())));
         Arc::new(Engine {
             registry_auth,
             config,
