@@ -295,9 +295,11 @@ def fleet(workdir, envs):
         bot.stdin.flush()
         times = sorted(wait_for("v1.0.0", envs, 900))
         wall = time.time() - t0
-        phases = con.execute(
-            "SELECT d.started_at - d.created_at, s.started_at - d.started_at, s.finished_at - s.started_at - 1000, d.finished_at - s.finished_at "
-            "FROM deployments d JOIN deployment_steps s ON s.deployment_id = d.id AND s.name = 'deploy' WHERE d.version = 'v1.0.0'").fetchall()
+        phase_sql = ("SELECT d.started_at - d.created_at, s.started_at - d.started_at, s.finished_at - s.started_at - 1000, d.finished_at - s.finished_at "
+                     "FROM deployments d JOIN deployment_steps s ON s.deployment_id = d.id AND s.name = 'deploy' WHERE d.version {}")
+        phases = con.execute(phase_sql.format("= 'v1.0.0'")).fetchall()
+        alone_phases = con.execute(phase_sql.format("LIKE 'v0.0.%'")).fetchall()
+        cpu = sum(int(x) for x in open(f"/proc/{bot.pid}/stat").read().rsplit(")", 1)[1].split()[11:13]) / os.sysconf("SC_CLK_TCK")
         status = open(f"/proc/{bot.pid}/status").read()
         field = lambda k: int(next(l for l in status.splitlines() if l.startswith(k)).split()[1]) / 1024
         peak, rss = field("VmHWM:"), field("VmRSS:")
@@ -312,9 +314,11 @@ def fleet(workdir, envs):
     over = lambda t: max(t - 1.0, 0.0) * 1000
     print(f"| overhead (minus the 1 s target) | {over(base):.0f} ms | {over(pct(50)):.0f} ms | {over(pct(90)):.0f} ms | {over(times[-1]):.0f} ms |")
     print(f"overhead p50 / alone: {over(pct(50)) / max(over(base), 1):.2f} (target ≤ 2); bot peak RSS {peak:.1f} MB, at the end {rss:.1f} MB (target < 100 MB)")
-    med = lambda i: statistics.median(p[i] for p in phases)
-    print(f"where the overhead is (medians, ms): request → claimed and started {med(0):.0f}; started → deploy step {med(1):.0f}; "
-          f"deploy step beyond its 1 s {med(2):.0f}; deploy step → succeeded {med(3):.0f}")
+    for label, rows in (("alone", alone_phases), (f"{envs} at once", phases)):
+        med = lambda i: statistics.median(p[i] for p in rows)
+        print(f"where the overhead is, {label} (medians, ms): request → claimed and started {med(0):.0f}; started → deploy step {med(1):.0f}; "
+              f"deploy step beyond its 1 s {med(2):.0f}; deploy step → succeeded {med(3):.0f}")
+    print(f"bot CPU time over the whole run (start, 3 alone, {envs} at once): {cpu:.1f} s, {cpu * 1000 / (envs + 3):.1f} ms per deployment")
 
 
 def main():

@@ -227,9 +227,9 @@ impl Engine {
         if !self.store.transition(d.id, &from, DeploymentState::Running, &patch, "deploybot", self.now_ms()).await? {
             return Ok(());
         }
-        let d = self.store.deployment(d.id).await?.context("deployment vanished")?;
         self.announce(d.id).await?;
         self.notify_state(d.id).await;
+        // run_from reads the deployment afresh before its first phase.
         self.run_from(d, env, 0).await
     }
 
@@ -267,6 +267,9 @@ impl Engine {
     async fn run_from(self: &Arc<Self>, d: Deployment, env: &Environment, start: usize) -> Result<()> {
         for (i, phase) in PHASES.iter().enumerate().skip(start) {
             let seq = i as i64 + 1;
+            if phase_is_noop(phase, &d, env) {
+                continue;
+            }
             let d = self.store.deployment(d.id).await?.context("deployment vanished")?;
             if d.lease_owner.as_deref() != Some(&self.owner) {
                 tracing::warn!("lost the job's lease; another replica owns it now");
@@ -788,6 +791,19 @@ pub(crate) fn applied_migrations(output: &str) -> Option<String> {
         (_, false) => Some(format!("Migrations: applied {} ({})", count.unwrap_or(versions.len() as u32), versions.join(", "))),
         (Some(n), true) => Some(format!("Migrations: applied {n}")),
         (None, true) => None,
+    }
+}
+
+/// Whether `phase` has nothing to do in `env` for `d` (not configured there), so that the loop
+/// need not read the deployment before it: the next phase that does something reads it and
+/// checks the lease and a cancel request. Conservative: when unsure, the phase runs.
+fn phase_is_noop(phase: &str, d: &Deployment, env: &Environment) -> bool {
+    match phase {
+        "backup" => env.backup.is_none(),
+        "migrations" => !(d.kind == DeploymentKind::Rollback && d.with_db) && env.migrations.is_none(),
+        "verify" => env.verify.health.is_empty() && env.verify.smoke.is_empty() && env.verify.security.is_empty(),
+        "monitor" => env.monitor.as_ref().is_none_or(|m| m.rules.is_empty() && m.log_patterns.is_empty()),
+        _ => false,
     }
 }
 

@@ -447,20 +447,15 @@ impl Store {
     /// Records a step's start; a repeated step gets the next attempt number.
     pub async fn start_step(&self, deployment_id: i64, seq: i64, name: &str, now: Millis) -> Result<Step> {
         let mut tx = self.begin().await?;
-        let attempt: i64 = sqlx::query("SELECT COALESCE(MAX(attempt), 0) FROM deployment_steps WHERE deployment_id = $1 AND name = $2")
-            .bind(deployment_id)
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+        // The next attempt of this step, numbered in the same statement.
         let row = sqlx::query(
-            "INSERT INTO deployment_steps (deployment_id, seq, name, attempt, state, started_at) VALUES ($1, $2, $3, $4, 'running', $5) \
+            "INSERT INTO deployment_steps (deployment_id, seq, name, attempt, state, started_at) \
+             SELECT $1, $2, $3, COALESCE(MAX(attempt), 0) + 1, 'running', $4 FROM deployment_steps WHERE deployment_id = $1 AND name = $3 \
              RETURNING id, deployment_id, seq, name, attempt, state, detail, started_at, finished_at",
         )
         .bind(deployment_id)
         .bind(seq)
         .bind(name)
-        .bind(attempt + 1)
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;

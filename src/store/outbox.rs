@@ -105,9 +105,21 @@ impl Store {
     /// `as_of` saying how far it had got: new, or a new text for the key unless the stored one was
     /// rendered from a later state. Returns whether anything changed.
     pub async fn outbox_put_as_of(&self, m: &OutboxMessage, as_of: i64, now: Millis) -> Result<bool> {
-        let inserted = sqlx::query(
+        self.outbox_upsert(m, Some(as_of), now).await
+    }
+
+    /// New, or a new text for the key (an edit to make: pending again with the next `rev`) when
+    /// the text differs, the message is not private, and — with `as_of` — the stored text was not
+    /// rendered from a later state. One statement; returns whether anything changed.
+    pub async fn outbox_upsert(&self, m: &OutboxMessage, as_of: Option<i64>, now: Millis) -> Result<bool> {
+        let changed = sqlx::query(
             "INSERT INTO chat_messages (key, channel, thread_key, deployment_id, alert_id, purpose, body, recipient, state, created_at, updated_at, source_rev) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10) ON CONFLICT (key) DO NOTHING RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10) \
+             ON CONFLICT (key) DO UPDATE SET body = excluded.body, rev = chat_messages.rev + 1, state = 'pending', next_attempt_at = NULL, attempts = 0, \
+             updated_at = excluded.updated_at, source_rev = COALESCE(excluded.source_rev, chat_messages.source_rev) \
+             WHERE chat_messages.body <> excluded.body AND chat_messages.recipient IS NULL \
+             AND (excluded.source_rev IS NULL OR chat_messages.source_rev IS NULL OR chat_messages.source_rev <= excluded.source_rev) \
+             RETURNING id",
         )
         .bind(&m.key)
         .bind(&m.channel)
@@ -121,21 +133,7 @@ impl Store {
         .bind(as_of)
         .fetch_optional(&self.pool)
         .await?;
-        if inserted.is_some() {
-            return Ok(true);
-        }
-        let n = sqlx::query(
-            "UPDATE chat_messages SET body = $1, rev = rev + 1, state = 'pending', next_attempt_at = NULL, attempts = 0, updated_at = $2, source_rev = $4 \
-             WHERE key = $3 AND body <> $1 AND recipient IS NULL AND (source_rev IS NULL OR source_rev <= $4)",
-        )
-        .bind(crate::secrets::redact(&m.body))
-        .bind(now)
-        .bind(&m.key)
-        .bind(as_of)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n > 0)
+        Ok(changed.is_some())
     }
 
     /// Gives a message a new text (an edit to make): it becomes pending again with the next
