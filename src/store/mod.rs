@@ -5,6 +5,7 @@
 //! differ (`FOR UPDATE SKIP LOCKED`), [`Dialect`] picks. Times are Unix milliseconds.
 //! Nothing here deletes history.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use anyhow::{Context, Result};
@@ -86,8 +87,14 @@ pub(super) const DEPLOYMENT_COLUMNS: &str = "id, env, kind, version, services, s
     lease_owner, lease_until, rev, created_at, started_at, failed_at, finished_at, updated_at, request_event, resolution";
 
 /// The rollbacks of a deployment (`deployments_rollback_of`).
-fn rollbacks_of_sql() -> String {
-    format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE rollback_of = $1 ORDER BY id")
+/// The rollbacks of `n` deployments (`$1`…`$n`).
+fn rollbacks_of_sql(n: usize) -> String {
+    format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE rollback_of IN ({}) ORDER BY id", placeholders(n))
+}
+
+/// `$1, $2, …, $n`.
+fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Fields a transition may set alongside the state.
@@ -1032,45 +1039,65 @@ impl Store {
             q = q.bind(e.to_string());
         }
         let deployments: Vec<Deployment> = q.fetch_all(&self.pool).await?.iter().map(deployment_from_row).collect::<Result<_>>()?;
+        if deployments.is_empty() {
+            return Ok(Vec::new());
+        }
+        // What each entry shows besides its row, read for all the entries at once: five queries
+        // for a page of history, not five per entry (each a round trip to PostgreSQL).
+        let ids: Vec<i64> = deployments.iter().map(|d| d.id).collect();
+        let list = placeholders(ids.len());
+        let mut approvers: HashMap<i64, Vec<String>> = HashMap::new();
+        let sql = format!("SELECT deployment_id, user_name FROM approvals WHERE deployment_id IN ({list}) AND withdrawn_at IS NULL AND vote <> 'reject' ORDER BY deployment_id, created_at");
+        for r in self.rows_by_ids(&sql, &ids).await? {
+            approvers.entry(r.try_get(0)?).or_default().push(r.try_get(1)?);
+        }
+        let mut rollbacks: HashMap<i64, Vec<Deployment>> = HashMap::new();
+        let sql = rollbacks_of_sql(ids.len());
+        for r in self.rows_by_ids(&sql, &ids).await? {
+            let d = deployment_from_row(&r)?;
+            rollbacks.entry(d.rollback_of.unwrap_or_default()).or_default().push(d);
+        }
+        let mut previous: HashMap<i64, String> = HashMap::new();
+        let sql = format!("SELECT deployment_id, from_version FROM deployment_services WHERE deployment_id IN ({list}) AND from_version IS NOT NULL ORDER BY deployment_id, service");
+        for r in self.rows_by_ids(&sql, &ids).await? {
+            previous.entry(r.try_get(0)?).or_insert(r.try_get(1)?);
+        }
+        // The summary line the migrations step recorded (`Migrations: applied 2 (…)`), if any.
+        let mut migrations: HashMap<i64, String> = HashMap::new();
+        let sql = format!(
+            "SELECT deployment_id, detail FROM deployment_steps WHERE deployment_id IN ({list}) AND name = 'migrations' AND state = 'succeeded' ORDER BY deployment_id, id DESC"
+        );
+        for r in self.rows_by_ids(&sql, &ids).await? {
+            let id: i64 = r.try_get(0)?;
+            if migrations.contains_key(&id) {
+                continue;
+            }
+            if let Some(line) = r.try_get::<Option<String>, _>(1)?.and_then(|d| d.lines().next().and_then(|l| l.strip_prefix("Migrations: ")).map(str::to_string)) {
+                migrations.insert(id, line);
+            }
+        }
+        let mut versions: Vec<&str> = deployments.iter().map(|d| d.version.as_str()).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        let images = self.released_images_lines(&versions).await?;
         let mut out = Vec::with_capacity(deployments.len());
         for d in deployments {
-            let approvers = self.votes(d.id).await?.into_iter().filter(|v| v.vote == VoteKind::Approve).map(|v| v.user_name).collect();
-            let rolled_back_by = self.rollbacks_of(d.id).await?;
-            let mut entry = history::entry(&d, approvers, &rolled_back_by, self.previous_version(&d).await?, tz);
-            entry.migrations = self.migrations_applied(d.id).await?;
-            entry.images = self.released_images_line(&d.version).await?;
+            let rolled_back_by = rollbacks.remove(&d.id).unwrap_or_default();
+            let mut entry = history::entry(&d, approvers.remove(&d.id).unwrap_or_default(), &rolled_back_by, previous.remove(&d.id), tz);
+            entry.migrations = migrations.remove(&d.id);
+            entry.images = images.get(&d.version).cloned();
             out.push(entry);
         }
         Ok(out)
     }
 
-    /// The summary line the migrations step recorded (`Migrations: applied 2 (…)`), if any.
-    async fn migrations_applied(&self, deployment_id: i64) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT detail FROM deployment_steps WHERE deployment_id = $1 AND name = 'migrations' AND state = 'succeeded' ORDER BY id DESC LIMIT 1")
-            .bind(deployment_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let detail: Option<String> = row.and_then(|r| r.try_get::<Option<String>, _>(0).ok().flatten());
-        Ok(detail.and_then(|d| d.lines().next().and_then(|l| l.strip_prefix("Migrations: ")).map(str::to_string)))
-    }
-
-    async fn rollbacks_of(&self, id: i64) -> Result<Vec<Deployment>> {
-        sqlx::query(&rollbacks_of_sql())
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(deployment_from_row)
-            .collect()
-    }
-
-    /// The version the deployment replaced (for "Rolled back to v0.9.0").
-    async fn previous_version(&self, d: &Deployment) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT from_version FROM deployment_services WHERE deployment_id = $1 AND from_version IS NOT NULL ORDER BY service LIMIT 1")
-            .bind(d.id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.and_then(|r| r.try_get::<Option<String>, _>(0).ok().flatten()))
+    /// The rows of `sql`, whose parameters `$1`…`$n` are `ids`.
+    async fn rows_by_ids(&self, sql: &str, ids: &[i64]) -> Result<Vec<AnyRow>> {
+        let mut q = sqlx::query(sql);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        Ok(q.fetch_all(&self.pool).await?)
     }
 
     /// The database's plans (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`, which plans an
@@ -1085,7 +1112,7 @@ impl Store {
         let mut queries: Vec<(&'static str, String, Vec<Param>)> = vec![
             ("history --env", history_sql(true), vec![Param::Int(20), Param::Text(env.to_string())]),
             ("history", history_sql(false), vec![Param::Int(20)]),
-            ("history: rolled back by", rollbacks_of_sql(), vec![Param::Int(1)]),
+            ("history: rolled back by", rollbacks_of_sql(1), vec![Param::Int(1)]),
             ("claim_job", claim_sql(self.dialect), vec![Param::Text("explain".into()), Param::Int(since), Param::Int(since), Param::Int(16)]),
         ];
         queries.extend(Store::stats_queries(self.dialect, env, since));

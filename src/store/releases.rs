@@ -1,5 +1,7 @@
 //! `/release` records: the release row and the image digest of each service.
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -206,19 +208,29 @@ impl Store {
     }
 
     /// The succeeded release of `version`'s digests, shortened, for `/history`.
-    pub(super) async fn released_images_line(&self, version: &str) -> Result<Option<String>> {
-        let rows = sqlx::query(
-            "SELECT i.service, i.digest FROM releases r JOIN release_images i ON i.release_id = r.id \
-             WHERE r.version = $1 AND r.state = 'succeeded' ORDER BY i.service",
-        )
-        .bind(version)
-        .fetch_all(&self.pool)
-        .await?;
-        let parts: Vec<String> = rows
-            .iter()
-            .map(|r| Ok(format!("{} {}", r.try_get::<String, _>(0)?, crate::registry::short_digest(&r.try_get::<String, _>(1)?))))
-            .collect::<Result<_>>()?;
-        Ok((!parts.is_empty()).then(|| parts.join(", ")))
+    pub(super) async fn released_images_lines(&self, versions: &[&str]) -> Result<HashMap<String, String>> {
+        if versions.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let list = (1..=versions.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT r.version, i.service, i.digest FROM releases r JOIN release_images i ON i.release_id = r.id \
+             WHERE r.version IN ({list}) AND r.state = 'succeeded' ORDER BY r.version, i.service"
+        );
+        let mut q = sqlx::query(&sql);
+        for v in versions {
+            q = q.bind(v.to_string());
+        }
+        let mut out: HashMap<String, String> = HashMap::new();
+        for r in q.fetch_all(&self.pool).await? {
+            let part = format!("{} {}", r.try_get::<String, _>(1)?, crate::registry::short_digest(&r.try_get::<String, _>(2)?));
+            let line = out.entry(r.try_get(0)?).or_default();
+            if !line.is_empty() {
+                line.push_str(", ");
+            }
+            line.push_str(&part);
+        }
+        Ok(out)
     }
 
     /// The digest the succeeded release of `version` recorded for `service`, if any.
