@@ -14,10 +14,10 @@ impl Store {
             .bind(interaction_id)
             .bind(token)
             .bind(now)
-            .execute(&self.pool)
+            .execute(self.db())
             .await
             .context("failed to record a Discord interaction")?;
-        sqlx::query("DELETE FROM discord_interactions WHERE received_at < $1").bind(now - keep_ms).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM discord_interactions WHERE received_at < $1").bind(now - keep_ms).execute(self.db()).await?;
         Ok(())
     }
 
@@ -26,7 +26,7 @@ impl Store {
         let row = sqlx::query("SELECT token, received_at FROM discord_interactions WHERE interaction_id = $1 AND received_at >= $2")
             .bind(interaction_id)
             .bind(since)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         Ok(row.map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))))
     }

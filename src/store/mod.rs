@@ -36,8 +36,75 @@ pub enum Dialect {
 
 #[derive(Clone)]
 pub struct Store {
+    /// Reads (and on PostgreSQL everything).
     pool: AnyPool,
+    /// SQLite: the one connection every write goes through (the same pool as `pool` on
+    /// PostgreSQL and for an in-memory database). See [`Routed`].
+    writer: AnyPool,
     dialect: Dialect,
+}
+
+/// Where a statement runs. SQLite lets one connection write at a time; a second writer waits in
+/// SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between tries. With hundreds of
+/// deployments at once those sleeps were most of a step's time, so on SQLite every write (an
+/// INSERT, UPDATE or DELETE, also behind a WITH, and every transaction) queues for the single
+/// writer connection instead, and reads use the others (WAL: readers never wait for the writer).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Routed<'c> {
+    read: &'c AnyPool,
+    write: &'c AnyPool,
+}
+
+/// Whether `sql` may write (then it goes to the writer connection).
+fn writes(sql: &str) -> bool {
+    let head = sql.trim_start();
+    let word: String = head.chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase();
+    match word.as_str() {
+        "SELECT" | "EXPLAIN" => false,
+        "WITH" => {
+            let upper = head.to_ascii_uppercase();
+            upper.contains("INSERT ") || upper.contains("UPDATE ") || upper.contains("DELETE ")
+        }
+        _ => true,
+    }
+}
+
+impl<'c> sqlx::Executor<'c> for Routed<'c> {
+    type Database = sqlx::Any;
+
+    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> futures_util::stream::BoxStream<'e, Result<sqlx::Either<sqlx::any::AnyQueryResult, AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + sqlx::Execute<'q, Self::Database>,
+    {
+        if writes(query.sql()) { self.write.fetch_many(query) } else { self.read.fetch_many(query) }
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> futures_util::future::BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + sqlx::Execute<'q, Self::Database>,
+    {
+        if writes(query.sql()) { self.write.fetch_optional(query) } else { self.read.fetch_optional(query) }
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [sqlx::any::AnyTypeInfo],
+    ) -> futures_util::future::BoxFuture<'e, Result<sqlx::any::AnyStatement<'q>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        if writes(sql) { self.write.prepare_with(sql, parameters) } else { self.read.prepare_with(sql, parameters) }
+    }
+
+    fn describe<'e, 'q: 'e>(self, sql: &'q str) -> futures_util::future::BoxFuture<'e, Result<sqlx::Describe<Self::Database>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        self.read.describe(sql)
+    }
 }
 
 /// How long a query waits for a PostgreSQL connection: an unreachable store is reported within
@@ -157,14 +224,31 @@ impl Store {
             .connect(&connect_url)
             .await
             .with_context(|| format!("cannot open the store at {} (no connection within {})", describe_url(&expanded), humantime::format_duration(timeout)))?;
-        let store = Store { pool, dialect };
+        // SQLite writes go through one connection of their own (see `Routed`).
+        let writer = if dialect == Dialect::Sqlite && !in_memory {
+            AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(timeout)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;").await?;
+                        Ok(())
+                    })
+                })
+                .connect(&connect_url)
+                .await
+                .with_context(|| format!("cannot open the store at {} (no connection within {})", describe_url(&expanded), humantime::format_duration(timeout)))?
+        } else {
+            pool.clone()
+        };
+        let store = Store { pool, writer, dialect };
         store.migrate().await?;
         Ok(store)
     }
 
     pub async fn migrate(&self) -> Result<()> {
         match self.dialect {
-            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await,
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.writer).await,
             Dialect::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await,
         }
         .context("failed to apply the store's migrations")
@@ -175,9 +259,14 @@ impl Store {
     /// the write lock up front makes it wait (busy_timeout) instead.
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.pool.begin().await?,
         })
+    }
+
+    /// Where a query runs: reads on the pool, writes on the writer (the same on PostgreSQL).
+    pub(crate) fn db(&self) -> Routed<'_> {
+        Routed { read: &self.pool, write: &self.writer }
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -186,12 +275,13 @@ impl Store {
 
     /// Cheap reachability check for `/healthz`.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.context("store unreachable")?;
+        sqlx::query("SELECT 1").execute(self.db()).await.context("store unreachable")?;
         Ok(())
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     // ----------------------------------------------------------------------------- deployments
@@ -230,7 +320,7 @@ impl Store {
             tx.rollback().await?;
             let existing = sqlx::query(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE request_event = $1"))
                 .bind(&d.request_event)
-                .fetch_one(&self.pool)
+                .fetch_one(self.db())
                 .await
                 .context("failed to read the deployment an earlier handling of this event recorded")?;
             return deployment_from_row(&existing);
@@ -244,7 +334,7 @@ impl Store {
     pub async fn deployment(&self, id: i64) -> Result<Option<Deployment>> {
         let row = sqlx::query(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         row.as_ref().map(deployment_from_row).transpose()
     }
@@ -329,14 +419,14 @@ impl Store {
     pub async fn add_issue(&self, id: i64, issue: &str, now: Millis) -> Result<()> {
         let current: Option<String> = sqlx::query("SELECT issues FROM deployments WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?
             .and_then(|r| r.try_get::<Option<String>, _>(0).ok().flatten());
         let text = match current {
             Some(c) if !c.is_empty() => format!("{c}; {issue}"),
             _ => issue.to_string(),
         };
-        sqlx::query("UPDATE deployments SET issues = $1, updated_at = $2 WHERE id = $3").bind(text).bind(now).bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE deployments SET issues = $1, updated_at = $2 WHERE id = $3").bind(text).bind(now).bind(id).execute(self.db()).await?;
         Ok(())
     }
 
@@ -346,7 +436,7 @@ impl Store {
             .bind(by)
             .bind(now)
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?
             .rows_affected();
         Ok(n == 1)
@@ -355,7 +445,7 @@ impl Store {
     /// Drops every lease: with SQLite there is one replica, so at start-up all jobs are ours.
     pub async fn clear_leases(&self) -> Result<u64> {
         Ok(sqlx::query("UPDATE deployments SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
-            .execute(&self.pool)
+            .execute(self.db())
             .await?
             .rows_affected())
     }
@@ -366,7 +456,7 @@ impl Store {
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'awaiting_approval' AND approval_expires_at IS NOT NULL AND approval_expires_at <= $1"
         ))
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?
         .iter()
         .map(deployment_from_row)
@@ -378,7 +468,7 @@ impl Store {
             .bind(step.map(str::to_string))
             .bind(now)
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -398,14 +488,14 @@ impl Store {
         if let Some(e) = env {
             q = q.bind(e.to_string());
         }
-        q.fetch_all(&self.pool).await?.iter().map(deployment_from_row).collect()
+        q.fetch_all(self.db()).await?.iter().map(deployment_from_row).collect()
     }
 
     /// How many deployments are in each state, from the counts the triggers of migration 0003
     /// keep: `/metrics` reads a dozen rows, not the history.
     pub async fn deployment_counts(&self) -> Result<std::collections::HashMap<String, i64>> {
         sqlx::query("SELECT state, n FROM deployment_counts")
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
@@ -431,7 +521,7 @@ impl Store {
     /// write per job queued behind every running job's writes.
     pub async fn claim_jobs(&self, owner: &str, now: Millis, lease_ms: i64, limit: i64) -> Result<Vec<Deployment>> {
         let sql = claim_sql(self.dialect);
-        let rows = sqlx::query(&sql).bind(owner).bind(now + lease_ms).bind(now).bind(limit.max(1)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql).bind(owner).bind(now + lease_ms).bind(now).bind(limit.max(1)).fetch_all(self.db()).await?;
         let mut claimed: Vec<Deployment> = rows.iter().map(deployment_from_row).collect::<Result<_>>()?;
         claimed.sort_by_key(|d| d.id);
         Ok(claimed)
@@ -443,7 +533,7 @@ impl Store {
             .bind(now + lease_ms)
             .bind(id)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?
             .rows_affected();
         Ok(n == 1)
@@ -482,7 +572,7 @@ impl Store {
             .bind(detail.map(crate::secrets::redact))
             .bind(now)
             .bind(step_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await
             .context("failed to record a step's outcome")?;
         Ok(())
@@ -500,7 +590,7 @@ impl Store {
              WHERE deployment_id = $1 ORDER BY id",
         )
         .bind(deployment_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?
         .iter()
         .map(step_from_row)
@@ -516,7 +606,7 @@ impl Store {
              WHERE d.env = $1 AND s.name IN ('migrations', 'restore') AND s.state = 'succeeded' ORDER BY d.id DESC, s.id DESC LIMIT 1",
         )
         .bind(env)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db())
         .await?;
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<Option<String>, _>(2)?.unwrap_or_default()))).transpose()
     }
@@ -538,7 +628,7 @@ impl Store {
         .bind(&s.to_ref)
         .bind(&s.state)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -549,7 +639,7 @@ impl Store {
              WHERE deployment_id = $1 ORDER BY service",
         )
         .bind(deployment_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         rows.iter()
             .map(|r| {
@@ -578,7 +668,7 @@ impl Store {
         .bind(&v.reference)
         .bind(v.deployment_id)
         .bind(v.updated_at)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -586,7 +676,7 @@ impl Store {
     pub async fn service_versions(&self, env: &str) -> Result<Vec<ServiceVersion>> {
         let rows = sqlx::query("SELECT env, service, version, ref, deployment_id, updated_at FROM service_versions WHERE env = $1 ORDER BY service")
             .bind(env)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?;
         rows.iter()
             .map(|r| {
@@ -607,7 +697,7 @@ impl Store {
         let n: i64 = sqlx::query("SELECT COUNT(*) FROM deployments WHERE env = $1 AND version = $2 AND kind = 'deploy' AND state = 'succeeded'")
             .bind(env)
             .bind(version)
-            .fetch_one(&self.pool)
+            .fetch_one(self.db())
             .await?
             .try_get(0)?;
         Ok(n > 0)
@@ -624,7 +714,7 @@ impl Store {
         .bind(env)
         .bind(service)
         .bind(version)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db())
         .await?;
         Ok(match row {
             Some(r) => r.try_get("to_ref")?,
@@ -646,7 +736,7 @@ impl Store {
         .bind(&v.user_name)
         .bind(v.vote.as_str())
         .bind(v.created_at)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -661,7 +751,7 @@ impl Store {
         .bind(deployment_id)
         .bind(user_id)
         .bind(vote.as_str())
-        .execute(&self.pool)
+        .execute(self.db())
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -672,7 +762,7 @@ impl Store {
             "SELECT deployment_id, user_id, user_name, vote, created_at FROM approvals WHERE deployment_id = $1 AND withdrawn_at IS NULL ORDER BY created_at",
         )
         .bind(deployment_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?;
         rows.iter()
             .map(|r| {
@@ -701,7 +791,7 @@ impl Store {
         .bind(&lock.reason)
         .bind(lock.deployment_id)
         .bind(lock.created_at)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?
         .rows_affected();
         if n == 1 {
@@ -718,14 +808,14 @@ impl Store {
     pub async fn lock(&self, env: &str) -> Result<Option<Lock>> {
         let row = sqlx::query("SELECT env, kind, holder, reason, deployment_id, created_at FROM locks WHERE env = $1")
             .bind(env)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         row.as_ref().map(lock_from_row).transpose()
     }
 
     pub async fn locks(&self) -> Result<Vec<Lock>> {
         sqlx::query("SELECT env, kind, holder, reason, deployment_id, created_at FROM locks ORDER BY env")
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?
             .iter()
             .map(lock_from_row)
@@ -737,7 +827,7 @@ impl Store {
         let n = sqlx::query("DELETE FROM locks WHERE env = $1 AND kind = 'deployment' AND deployment_id = $2")
             .bind(env)
             .bind(deployment_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?
             .rows_affected();
         if n == 1 {
@@ -756,7 +846,7 @@ impl Store {
             .bind(lock.created_at)
             .bind(&lock.env)
             .bind(from_deployment)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?
             .rows_affected();
         if n == 1 {
@@ -786,7 +876,7 @@ impl Store {
     pub async fn release_manual_lock(&self, env: &str, actor: &str, now: Millis) -> Result<Option<Lock>> {
         let existing = self.lock(env).await?;
         if let Some(l) = existing.as_ref().filter(|l| l.kind == LockKind::Manual) {
-            sqlx::query("DELETE FROM locks WHERE env = $1 AND kind = 'manual'").bind(env).execute(&self.pool).await?;
+            sqlx::query("DELETE FROM locks WHERE env = $1 AND kind = 'manual'").bind(env).execute(self.db()).await?;
             self.audit(now, actor, "unlock:manual", Some(env), None, Some(&l.reason)).await?;
         }
         Ok(existing)
@@ -800,7 +890,7 @@ impl Store {
             .bind(event_id)
             .bind(source)
             .bind(now)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?
             .rows_affected();
         Ok(n == 1)
@@ -819,7 +909,7 @@ impl Store {
         .bind(payload)
         .bind(owner)
         .bind(now + lease_ms)
-        .execute(&self.pool)
+        .execute(self.db())
         .await
         .context("failed to record an inbound chat event")?
         .rows_affected();
@@ -832,7 +922,7 @@ impl Store {
             .bind(if error.is_some() { "failed" } else { "handled" })
             .bind(now)
             .bind(event_id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         if let Some(why) = error {
             self.audit(now, "deploybot", "inbound:failed", None, None, Some(&format!("{event_id}: {why}"))).await?;
@@ -853,7 +943,7 @@ impl Store {
                ORDER BY received_at LIMIT 1{lock_clause}) \
              RETURNING event_id, payload, attempts"
         );
-        let row = sqlx::query(&sql).bind(owner).bind(now + lease_ms).bind(now).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql).bind(owner).bind(now + lease_ms).bind(now).fetch_optional(self.db()).await?;
         row.map(|r| Ok((r.try_get(0)?, r.try_get::<Option<String>, _>(1)?.unwrap_or_default(), r.try_get(2)?))).transpose()
     }
 
@@ -861,7 +951,7 @@ impl Store {
     /// start-up every pending event is ours to handle.
     pub async fn release_event_leases(&self) -> Result<u64> {
         Ok(sqlx::query("UPDATE processed_events SET lease_owner = NULL, lease_until = NULL WHERE state = 'pending'")
-            .execute(&self.pool)
+            .execute(self.db())
             .await?
             .rows_affected())
     }
@@ -870,7 +960,7 @@ impl Store {
 
     /// Inserts or updates an alert by fingerprint; returns its id and whether it is new.
     pub async fn upsert_alert(&self, a: &AlertRecord, now: Millis) -> Result<(i64, bool)> {
-        let existing = sqlx::query("SELECT id FROM alerts WHERE fingerprint = $1").bind(&a.fingerprint).fetch_optional(&self.pool).await?;
+        let existing = sqlx::query("SELECT id FROM alerts WHERE fingerprint = $1").bind(&a.fingerprint).fetch_optional(self.db()).await?;
         if let Some(r) = existing {
             let id: i64 = r.try_get(0)?;
             sqlx::query("UPDATE alerts SET status = $1, ends_at = $2, annotations = $3, updated_at = $4 WHERE id = $5")
@@ -879,7 +969,7 @@ impl Store {
                 .bind(&a.annotations)
                 .bind(now)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(self.db())
                 .await?;
             return Ok((id, false));
         }
@@ -898,7 +988,7 @@ impl Store {
         .bind(a.starts_at)
         .bind(a.ends_at)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db())
         .await?;
         match row {
             Some(r) => Ok((r.try_get(0)?, true)),
@@ -911,7 +1001,7 @@ impl Store {
         let row = sqlx::query("SELECT fingerprint, starts_at FROM alerts WHERE env = $1 AND name = $2 AND status = 'firing' ORDER BY id DESC LIMIT 1")
             .bind(env)
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
@@ -932,7 +1022,7 @@ impl Store {
         .bind(s.next_run_at)
         .bind(s.enabled as i64)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -951,7 +1041,7 @@ impl Store {
         .bind(owner)
         .bind(now + lease_ms)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db())
         .await?;
         row.as_ref().map(schedule_from_row).transpose()
     }
@@ -963,13 +1053,13 @@ impl Store {
             .bind(next_run_at)
             .bind(next_run_at.is_some() as i64)
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
 
     pub async fn disable_schedule(&self, key: &str) -> Result<()> {
-        sqlx::query("UPDATE schedules SET enabled = 0 WHERE key = $1").bind(key).execute(&self.pool).await?;
+        sqlx::query("UPDATE schedules SET enabled = 0 WHERE key = $1").bind(key).execute(self.db()).await?;
         Ok(())
     }
 
@@ -985,7 +1075,7 @@ impl Store {
         .bind(&b.remote_uri)
         .bind(b.size_bytes)
         .bind(b.created_at)
-        .fetch_one(&self.pool)
+        .fetch_one(self.db())
         .await?;
         Ok(row.try_get(0)?)
     }
@@ -993,7 +1083,7 @@ impl Store {
     pub async fn backup_for(&self, deployment_id: i64) -> Result<Option<BackupRecord>> {
         let row = sqlx::query("SELECT deployment_id, env, local_path, remote_uri, size_bytes, created_at FROM backups WHERE deployment_id = $1 ORDER BY id DESC LIMIT 1")
             .bind(deployment_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         row.map(|r| {
             Ok(BackupRecord {
@@ -1011,20 +1101,20 @@ impl Store {
     // ----------------------------------------------------------------------------- audit
 
     pub async fn audit(&self, at: Millis, actor: &str, action: &str, env: Option<&str>, deployment_id: Option<i64>, detail: Option<&str>) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         audit_in(&mut conn, at, actor, action, env, deployment_id, detail).await
     }
 
     /// What one person did (or was refused), oldest first: time, action, detail.
     pub async fn audit_by(&self, actor: &str) -> Result<Vec<(Millis, String, Option<String>)>> {
-        let rows = sqlx::query("SELECT at, action, detail FROM audit_log WHERE actor = $1 ORDER BY id").bind(actor).fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT at, action, detail FROM audit_log WHERE actor = $1 ORDER BY id").bind(actor).fetch_all(self.db()).await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
 
     pub async fn audit_log(&self, deployment_id: i64) -> Result<Vec<(Millis, String, String)>> {
         let rows = sqlx::query("SELECT at, actor, action FROM audit_log WHERE deployment_id = $1 ORDER BY id")
             .bind(deployment_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
@@ -1038,7 +1128,7 @@ impl Store {
         if let Some(e) = env {
             q = q.bind(e.to_string());
         }
-        let deployments: Vec<Deployment> = q.fetch_all(&self.pool).await?.iter().map(deployment_from_row).collect::<Result<_>>()?;
+        let deployments: Vec<Deployment> = q.fetch_all(self.db()).await?.iter().map(deployment_from_row).collect::<Result<_>>()?;
         if deployments.is_empty() {
             return Ok(Vec::new());
         }
@@ -1097,7 +1187,7 @@ impl Store {
         for id in ids {
             q = q.bind(*id);
         }
-        Ok(q.fetch_all(&self.pool).await?)
+        Ok(q.fetch_all(self.db()).await?)
     }
 
     /// The database's plans (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`, which plans an
@@ -1126,7 +1216,7 @@ impl Store {
                     Param::Text(v) => q.bind(v),
                 };
             }
-            let rows = q.fetch_all(&self.pool).await.with_context(|| format!("cannot explain the {name} query"))?;
+            let rows = q.fetch_all(self.db()).await.with_context(|| format!("cannot explain the {name} query"))?;
             let column = match self.dialect {
                 Dialect::Sqlite => 3,
                 Dialect::Postgres => 0,
@@ -1300,4 +1390,26 @@ fn lock_from_row(r: &AnyRow) -> Result<Lock> {
         deployment_id: r.try_get("deployment_id")?,
         created_at: r.try_get("created_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::writes;
+
+    #[test]
+    fn statements_that_may_write_go_to_the_writer() {
+        for sql in [
+            "INSERT INTO audit_log (at) VALUES ($1)",
+            "  UPDATE deployments SET state = $1",
+            "\n\nDELETE FROM locks WHERE env = $1",
+            "WITH ready AS (SELECT id FROM chat_messages) UPDATE chat_messages SET claimed_by = $1 WHERE id IN (SELECT id FROM ready)",
+            "ANALYZE",
+            "CREATE TABLE t (x INTEGER)",
+        ] {
+            assert!(writes(sql), "{sql}");
+        }
+        for sql in ["SELECT 1", " select id from deployments", "WITH recent AS (SELECT id FROM deployments) SELECT * FROM recent", "EXPLAIN QUERY PLAN UPDATE deployments SET x = 1"] {
+            assert!(!writes(sql), "{sql}");
+        }
+    }
 }

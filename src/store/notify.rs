@@ -77,7 +77,7 @@ impl Store {
         .bind(&n.event)
         .bind(crate::secrets::redact(&n.payload))
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db())
         .await?;
         Ok(inserted.is_some())
     }
@@ -100,7 +100,7 @@ impl Store {
             .bind(now + lease_ms)
             .bind(now)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?
             .iter()
             .map(from_row)
@@ -119,7 +119,7 @@ impl Store {
         .bind(now)
         .bind(id)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?
         .rows_affected();
         Ok(n > 0)
@@ -136,7 +136,7 @@ impl Store {
         .bind(crate::secrets::redact(error))
         .bind(retry_at.unwrap_or(now))
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -147,24 +147,24 @@ impl Store {
             .bind(retry_at)
             .bind(id)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
 
     pub async fn notification(&self, key: &str) -> Result<Option<StoredNotification>> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE key = $1")).bind(key).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE key = $1")).bind(key).fetch_optional(self.db()).await?;
         row.as_ref().map(from_row).transpose()
     }
 
     /// A deployment's notifications, in the order they were written.
     pub async fn notifications_of(&self, deployment_id: i64) -> Result<Vec<StoredNotification>> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE deployment_id = $1 ORDER BY id")).bind(deployment_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE deployment_id = $1 ORDER BY id")).bind(deployment_id).fetch_all(self.db()).await?;
         rows.iter().map(from_row).collect()
     }
 
     /// How many notifications are still to be delivered (pending), for tests and the demo.
     pub async fn notifications_pending(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM notifications WHERE state = 'pending'").fetch_one(&self.pool).await?.try_get(0)?)
+        Ok(sqlx::query("SELECT COUNT(*) FROM notifications WHERE state = 'pending'").fetch_one(self.db()).await?.try_get(0)?)
     }
 }

@@ -92,12 +92,12 @@ impl Store {
         .bind(crate::secrets::redact(&m.body))
         .bind(&m.recipient)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db())
         .await?;
         if let Some(r) = inserted {
             return Ok((r.try_get(0)?, true));
         }
-        let id: i64 = sqlx::query("SELECT id FROM chat_messages WHERE key = $1").bind(&m.key).fetch_one(&self.pool).await?.try_get(0)?;
+        let id: i64 = sqlx::query("SELECT id FROM chat_messages WHERE key = $1").bind(&m.key).fetch_one(self.db()).await?.try_get(0)?;
         Ok((id, false))
     }
 
@@ -131,7 +131,7 @@ impl Store {
         .bind(&m.recipient)
         .bind(now)
         .bind(as_of)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db())
         .await?;
         Ok(changed.is_some())
     }
@@ -146,7 +146,7 @@ impl Store {
         .bind(crate::secrets::redact(body))
         .bind(now)
         .bind(key)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?
         .rows_affected();
         Ok(n > 0)
@@ -184,7 +184,7 @@ impl Store {
             .bind(now + lease_ms)
             .bind(now)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?
             .iter()
             .map(message_from_row)
@@ -209,7 +209,7 @@ impl Store {
         .bind(rev)
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -235,7 +235,7 @@ impl Store {
         .bind(retry_at)
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -246,7 +246,7 @@ impl Store {
             .bind(retry_at)
             .bind(id)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?;
         Ok(())
     }
@@ -255,13 +255,13 @@ impl Store {
     pub async fn outbox_in_flight(&self, now: Millis) -> Result<i64> {
         Ok(sqlx::query("SELECT COUNT(*) FROM chat_messages WHERE state = 'pending' AND claimed_until IS NOT NULL AND claimed_until >= $1")
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(self.db())
             .await?
             .try_get(0)?)
     }
 
     pub async fn outbox_message(&self, key: &str) -> Result<Option<StoredMessage>> {
-        let row = sqlx::query(&format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE key = $1")).bind(key).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE key = $1")).bind(key).fetch_optional(self.db()).await?;
         row.as_ref().map(message_from_row).transpose()
     }
 
@@ -269,7 +269,7 @@ impl Store {
     pub async fn outbox_messages_of(&self, deployment_id: i64) -> Result<Vec<StoredMessage>> {
         sqlx::query(&format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE deployment_id = $1 ORDER BY id"))
             .bind(deployment_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?
             .iter()
             .map(message_from_row)
@@ -281,7 +281,7 @@ impl Store {
         let row = sqlx::query(&format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE channel = $1 AND platform_id = $2"))
             .bind(channel)
             .bind(platform_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         row.as_ref().map(message_from_row).transpose()
     }
@@ -290,14 +290,14 @@ impl Store {
     pub async fn message_by_platform_id_any(&self, platform_id: &str) -> Result<Option<StoredMessage>> {
         let row = sqlx::query(&format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE platform_id = $1 ORDER BY id LIMIT 1"))
             .bind(platform_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         row.as_ref().map(message_from_row).transpose()
     }
 
     /// How many messages wait to be posted or edited (for `/metrics`).
     pub async fn outbox_pending(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM chat_messages WHERE state = 'pending'").fetch_one(&self.pool).await?.try_get(0)?)
+        Ok(sqlx::query("SELECT COUNT(*) FROM chat_messages WHERE state = 'pending'").fetch_one(self.db()).await?.try_get(0)?)
     }
 
     /// Messages waiting to be posted or edited, oldest first.
@@ -307,7 +307,7 @@ impl Store {
         ))
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db())
         .await?
         .iter()
         .map(message_from_row)

@@ -81,7 +81,7 @@ impl Store {
         )
         .bind(now)
         .bind(version)
-        .execute(&self.pool)
+        .execute(self.db())
         .await?;
         if let Some(existing) = self.live_release(version).await? {
             return Ok(Err(existing));
@@ -97,7 +97,7 @@ impl Store {
         .bind(channel)
         .bind(now)
         .bind(now + alive_ms)
-        .fetch_one(&self.pool)
+        .fetch_one(self.db())
         .await;
         match inserted {
             Ok(row) => Ok(Ok(row.try_get(0)?)),
@@ -114,37 +114,37 @@ impl Store {
     pub async fn live_release(&self, version: &str) -> Result<Option<Release>> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM releases WHERE version = $1 AND state <> 'failed'"))
             .bind(version)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db())
             .await?;
         row.as_ref().map(release_from_row).transpose()
     }
 
     /// Releases still `running` whose heartbeat lapsed before `now`: their process died.
     pub async fn abandoned_releases(&self, now: Millis) -> Result<Vec<Release>> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM releases WHERE state = 'running' AND alive_until < $1 ORDER BY id")).bind(now).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM releases WHERE state = 'running' AND alive_until < $1 ORDER BY id")).bind(now).fetch_all(self.db()).await?;
         rows.iter().map(release_from_row).collect()
     }
 
     pub async fn release(&self, id: i64) -> Result<Option<Release>> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM releases WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM releases WHERE id = $1")).bind(id).fetch_optional(self.db()).await?;
         row.as_ref().map(release_from_row).transpose()
     }
 
     /// Releases, newest first.
     pub async fn releases(&self, limit: i64) -> Result<Vec<Release>> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM releases ORDER BY id DESC LIMIT $1")).bind(limit).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM releases ORDER BY id DESC LIMIT $1")).bind(limit).fetch_all(self.db()).await?;
         rows.iter().map(release_from_row).collect()
     }
 
     /// The process running release `id` is alive until `until`.
     pub async fn release_alive(&self, id: i64, until: Millis) -> Result<()> {
-        sqlx::query("UPDATE releases SET alive_until = $1 WHERE id = $2 AND state = 'running'").bind(until).bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE releases SET alive_until = $1 WHERE id = $2 AND state = 'running'").bind(until).bind(id).execute(self.db()).await?;
         Ok(())
     }
 
     /// Records the commit a running release resolved its ref to.
     pub async fn set_release_commit(&self, id: i64, commit: &str) -> Result<()> {
-        sqlx::query("UPDATE releases SET commit_sha = $1 WHERE id = $2 AND state = 'running'").bind(commit).bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE releases SET commit_sha = $1 WHERE id = $2 AND state = 'running'").bind(commit).bind(id).execute(self.db()).await?;
         Ok(())
     }
 
@@ -183,7 +183,7 @@ impl Store {
             .bind(error)
             .bind(now)
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.db())
             .await?
             .rows_affected();
         Ok(moved == 1)
@@ -192,7 +192,7 @@ impl Store {
     pub async fn release_images(&self, id: i64) -> Result<Vec<ReleaseImage>> {
         let rows = sqlx::query("SELECT service, image, digest, build_ms, push_ms FROM release_images WHERE release_id = $1 ORDER BY service")
             .bind(id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await?;
         rows.iter()
             .map(|r| {
@@ -222,7 +222,7 @@ impl Store {
             q = q.bind(v.to_string());
         }
         let mut out: HashMap<String, String> = HashMap::new();
-        for r in q.fetch_all(&self.pool).await? {
+        for r in q.fetch_all(self.db()).await? {
             let part = format!("{} {}", r.try_get::<String, _>(1)?, crate::registry::short_digest(&r.try_get::<String, _>(2)?));
             let line = out.entry(r.try_get(0)?).or_default();
             if !line.is_empty() {
@@ -241,7 +241,7 @@ impl Store {
         )
         .bind(version)
         .bind(service)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db())
         .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }

@@ -99,7 +99,7 @@ impl Store {
         if spec.envs.is_empty() || spec.services.is_empty() || spec.spacing_ms <= 0 {
             bail!("a seed needs at least one environment, one service and a positive spacing");
         }
-        let existing: i64 = sqlx::query("SELECT COUNT(*) FROM deployments").fetch_one(&self.pool).await?.try_get(0)?;
+        let existing: i64 = sqlx::query("SELECT COUNT(*) FROM deployments").fetch_one(self.db()).await?.try_get(0)?;
         if existing > 0 {
             bail!("the store already has {existing} deployments; seed an empty one");
         }
@@ -245,7 +245,7 @@ impl Store {
     /// scans need not visit the table), as a database that has run for a while has them.
     pub async fn analyze(&self) -> Result<()> {
         match self.dialect {
-            Dialect::Sqlite => self.pool.execute("ANALYZE").await?,
+            Dialect::Sqlite => self.writer.execute("ANALYZE").await?,
             Dialect::Postgres => self.pool.execute("VACUUM ANALYZE").await?,
         };
         Ok(())

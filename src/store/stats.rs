@@ -91,7 +91,7 @@ impl Store {
         let row = sqlx::query(ROLLUP_SQL)
             .bind(&scope)
             .bind(first_whole_day)
-            .fetch_one(&self.pool)
+            .fetch_one(self.db())
             .await
             .context("failed to read the /stats rollup")?;
         let n = |i: usize| -> Result<i64> { Ok(row.try_get::<i64, _>(i)?) };
@@ -118,7 +118,7 @@ impl Store {
         if let Some(e) = env {
             q = q.bind(e.to_string());
         }
-        let rows = q.fetch_all(&self.pool).await.context("failed to read the first day of the /stats window")?;
+        let rows = q.fetch_all(self.db()).await.context("failed to read the first day of the /stats window")?;
         rows.iter()
             .map(|r| {
                 let kind: String = r.try_get(0)?;
@@ -142,7 +142,7 @@ impl Store {
         for r in sqlx::query(MINUTES_SQL)
             .bind(scope)
             .bind(first_whole_day)
-            .fetch_all(&self.pool)
+            .fetch_all(self.db())
             .await
             .context("failed to read the /stats duration histogram")?
         {
@@ -169,7 +169,7 @@ impl Store {
                 .bind(scope)
                 .bind(m)
                 .bind(first_whole_day)
-                .fetch_all(&self.pool)
+                .fetch_all(self.db())
                 .await
                 .context("failed to read the /stats duration histogram")?
             {
@@ -199,7 +199,7 @@ impl Store {
         if let Some(e) = env {
             q = q.bind(e.to_string());
         }
-        let v: Option<i64> = q.fetch_one(&self.pool).await.context("failed to read a median duration")?.try_get(0)?;
+        let v: Option<i64> = q.fetch_one(self.db()).await.context("failed to read a median duration")?.try_get(0)?;
         v.context("the duration histogram names a second no deployment has")
     }
 
@@ -221,7 +221,7 @@ impl Store {
         if let Some(e) = env {
             q = q.bind(e.to_string());
         }
-        q.fetch_all(&self.pool)
+        q.fetch_all(self.db())
             .await?
             .iter()
             .map(|r| {
