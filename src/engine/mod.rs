@@ -1165,14 +1165,25 @@ fn target_label(kind: &str) -> &'static str {
 /// The part of a `/status` line after what the bot recorded: empty when the target agrees,
 /// `⚠️ drift: ECS runs v1.0.2, deploybot recorded v1.0.1` when it does not.
 pub(crate) fn drift_note(kind: &str, recorded: Option<&str>, live: &Live) -> String {
+    if let Some(drift) = drift(kind, recorded, live) {
+        return format!(" — ⚠️ drift: {drift}");
+    }
+    match (live, recorded) {
+        (Live::Runs(_), _) => " ✓ runs".to_string(),
+        (Live::Nothing, _) => String::new(),
+        (Live::Unknown(why), _) => format!(" (could not ask {}: {why})", target_label(kind)),
+    }
+}
+
+/// `ECS runs v1.0.2, deploybot recorded v1.0.1` when what runs differs from the record; `None`
+/// when they agree or the target cannot tell.
+pub(crate) fn drift(kind: &str, recorded: Option<&str>, live: &Live) -> Option<String> {
     let label = target_label(kind);
     match (live, recorded) {
-        (Live::Runs(v), Some(r)) if v == r => " ✓ runs".to_string(),
-        (Live::Runs(v), Some(r)) => format!(" — ⚠️ drift: {label} runs {v}, deploybot recorded {r}"),
-        (Live::Runs(v), None) => format!(" — ⚠️ drift: {label} runs {v}, deploybot recorded nothing"),
-        (Live::Nothing, _) if kind == "command" => String::new(),
-        (Live::Nothing, Some(r)) => format!(" — ⚠️ drift: {label} runs nothing, deploybot recorded {r}"),
-        (Live::Nothing, None) => String::new(),
-        (Live::Unknown(why), _) => format!(" (could not ask {label}: {why})"),
+        (Live::Runs(v), Some(r)) if v == r => None,
+        (Live::Runs(v), Some(r)) => Some(format!("{label} runs {v}, deploybot recorded {r}")),
+        (Live::Runs(v), None) => Some(format!("{label} runs {v}, deploybot recorded nothing")),
+        (Live::Nothing, Some(r)) if kind != "command" => Some(format!("{label} runs nothing, deploybot recorded {r}")),
+        _ => None,
     }
 }

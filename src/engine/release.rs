@@ -201,14 +201,13 @@ impl Engine {
     pub async fn sweep_abandoned_releases(&self) -> Result<()> {
         let now = self.now_ms();
         for r in self.store.abandoned_releases(now).await? {
-            let error = "abandoned: the process running it stopped before it ended (no heartbeat)";
-            if !self.store.fail_release(r.id, error, now).await? {
+            if !self.store.fail_release(r.id, crate::store::RELEASE_ABANDONED, now).await? {
                 continue;
             }
             tracing::warn!(release = r.id, version = %r.version, "a release was abandoned by its process; marked failed");
             let key = format!("release:{}", r.id);
             let shown = match self.store.outbox_message(&key).await? {
-                Some(m) => serde_json::from_str::<serde_json::Value>(&m.body).ok().and_then(|b| b["text"].as_str().map(str::to_string)).unwrap_or_default(),
+                Some(m) => serde_json::from_str::<crate::chat::OutMessage>(&m.body).map(|o| o.text).unwrap_or_default(),
                 None => format!("🏷️ Release r{}: {} from {}, by {}", r.id, r.version, r.ref_name, render::mention(&r.requested_by)),
             };
             let text = format!(

@@ -18,7 +18,7 @@ use anyhow::Result;
 use tokio::sync::{watch, Mutex};
 
 use super::watch::PROBE_ACTOR;
-use super::{drift_note, render, Engine, Live};
+use super::{drift, render, Engine, Live};
 use crate::chat::outbox::Draft;
 use crate::config::Environment;
 use crate::model::{DeploymentState, Millis};
@@ -218,8 +218,7 @@ impl Scheduler {
             match live {
                 Live::Unknown(why) => unknown.push(format!("{service} ({why})")),
                 _ => {
-                    let note = drift_note(env.target.kind(), recorded.map(|r| r.version.as_str()), live);
-                    if let Some(what) = note.strip_prefix(" — ⚠️ drift: ") {
+                    if let Some(what) = drift(env.target.kind(), recorded.map(|r| r.version.as_str()), live) {
                         drifted.push(format!("{service}: {what}"));
                     }
                 }

@@ -114,28 +114,19 @@ fn rejected(error: &str) -> bool {
     ["non-fast-forward", "fetch first", "failed to update ref", "cannot lock ref", "stale info"].iter().any(|m| error.contains(m))
 }
 
-/// Runs `git args` in `dir`; Ok(stdout), or Err(the command and its stderr), redacted.
+/// Runs `git args` in `dir` as deploybot (its own identity, no signing, no hooks), with the
+/// whole of stderr in an error: [`rejected`] reads it.
 async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let mut command = tokio::process::Command::new("git");
-    command
-        .args(["-c", "user.name=deploybot", "-c", "user.email=deploybot@localhost", "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "true")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let what = format!("git {}", args.first().unwrap_or(&""));
-    let output = match tokio::time::timeout(GIT_TIMEOUT, command.output()).await {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Err("git is not installed (it is needed for [bot] history_repo)".into()),
-        Ok(Err(e)) => return Err(format!("cannot run {what}: {e}")),
-        Err(_) => return Err(format!("{what} did not finish within {} s", GIT_TIMEOUT.as_secs())),
-    };
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        Err(crate::secrets::redact(&format!("{what} failed ({}): {}", output.status, stderr.trim())))
-    }
+    const CONFIG: [(&str, &str); 9] = [
+        ("GIT_CONFIG_COUNT", "4"),
+        ("GIT_CONFIG_KEY_0", "user.name"),
+        ("GIT_CONFIG_VALUE_0", "deploybot"),
+        ("GIT_CONFIG_KEY_1", "user.email"),
+        ("GIT_CONFIG_VALUE_1", "deploybot@localhost"),
+        ("GIT_CONFIG_KEY_2", "commit.gpgsign"),
+        ("GIT_CONFIG_VALUE_2", "false"),
+        ("GIT_CONFIG_KEY_3", "core.hooksPath"),
+        ("GIT_CONFIG_VALUE_3", "/dev/null"),
+    ];
+    crate::release::git::run(Some(dir), args, &CONFIG, GIT_TIMEOUT, usize::MAX).await
 }

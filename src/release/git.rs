@@ -31,6 +31,14 @@ pub struct Repo {
 }
 
 async fn git(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
+    run(cwd, args, env, GIT_TIMEOUT, 6).await
+}
+
+/// Runs `git args` (in `cwd`, with `env` added), never prompting, in the C locale (its messages
+/// are read), within `timeout`: Ok(stdout without trailing whitespace), or Err(`git <command>
+/// failed: ` and the last `stderr_lines` lines of its stderr), redacted. Shared by `/release`
+/// and the history commit (`notify::history_git`).
+pub(crate) async fn run(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)], timeout: Duration, stderr_lines: usize) -> Result<String, String> {
     let mut cmd = Command::new("git");
     if let Some(dir) = cwd {
         cmd.arg("-C").arg(dir);
@@ -45,8 +53,8 @@ async fn git(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Result<
         cmd.env(k, v);
     }
     let shown = format!("git {}", args.first().copied().unwrap_or_default());
-    let output = match tokio::time::timeout(GIT_TIMEOUT, cmd.output()).await {
-        Err(_) => return Err(format!("{shown} took longer than {}", humantime::format_duration(GIT_TIMEOUT))),
+    let output = match tokio::time::timeout(timeout, cmd.output()).await {
+        Err(_) => return Err(format!("{shown} took longer than {}", humantime::format_duration(timeout))),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Err("git is not installed on the bot's machine".into()),
         Ok(Err(e)) => return Err(format!("cannot run {shown}: {e}")),
         Ok(Ok(o)) => o,
@@ -55,8 +63,9 @@ async fn git(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Result<
         Ok(String::from_utf8_lossy(&output.stdout).trim_end().to_string())
     } else {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.trim_end().lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect();
-        Err(crate::secrets::redact(&format!("{shown} failed: {}", tail.join("\n"))))
+        let lines: Vec<&str> = stderr.trim_end().lines().collect();
+        let tail = lines[lines.len().saturating_sub(stderr_lines)..].join("\n");
+        Err(crate::secrets::redact(&format!("{shown} failed: {tail}")))
     }
 }
 

@@ -18,6 +18,7 @@ mod history;
 mod interactions;
 mod notify;
 mod outbox;
+mod queue;
 mod releases;
 mod seed;
 mod stats;
@@ -25,7 +26,7 @@ mod stats;
 pub use history::{render_history_markdown, Stats, StatsCounts, StatsInput};
 pub use notify::{NewNotification, StoredNotification};
 pub use outbox::{OutboxMessage, StoredMessage};
-pub use releases::{Release, ReleaseImage};
+pub use releases::{Release, ReleaseImage, ABANDONED as RELEASE_ABANDONED};
 pub use seed::{SeedReport, SeedSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +161,7 @@ fn rollbacks_of_sql(n: usize) -> String {
 }
 
 /// `$1, $2, …, $n`.
-fn placeholders(n: usize) -> String {
+pub(super) fn placeholders(n: usize) -> String {
     (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
@@ -210,34 +211,25 @@ impl Store {
             AnyPoolOptions::new().max_connections(max)
         };
         let timeout = if dialect == Dialect::Postgres { PG_ACQUIRE_TIMEOUT } else { SQLITE_ACQUIRE_TIMEOUT };
-        let pool = options
-            .acquire_timeout(timeout)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&connect_url)
-            .await
-            .with_context(|| format!("cannot open the store at {} (no connection within {})", describe_url(&expanded), humantime::format_duration(timeout)))?;
-        // SQLite writes go through one connection of their own (see `Routed`).
-        let writer = if dialect == Dialect::Sqlite && !in_memory {
-            AnyPoolOptions::new()
-                .max_connections(1)
+        let open = |options: AnyPoolOptions| {
+            options
                 .acquire_timeout(timeout)
-                .after_connect(|conn, _| {
+                .after_connect(move |conn, _| {
                     Box::pin(async move {
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;").await?;
+                        if dialect == Dialect::Sqlite {
+                            conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+                                .await?;
+                        }
                         Ok(())
                     })
                 })
                 .connect(&connect_url)
-                .await
-                .with_context(|| format!("cannot open the store at {} (no connection within {})", describe_url(&expanded), humantime::format_duration(timeout)))?
+        };
+        let unreachable = || format!("cannot open the store at {} (no connection within {})", describe_url(&expanded), humantime::format_duration(timeout));
+        let pool = open(options).await.with_context(unreachable)?;
+        // SQLite writes go through one connection of their own (see `Routed`).
+        let writer = if dialect == Dialect::Sqlite && !in_memory {
+            open(AnyPoolOptions::new().max_connections(1)).await.with_context(unreachable)?
         } else {
             pool.clone()
         };

@@ -9,6 +9,7 @@ use anyhow::Result;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::queue::Queue;
 use super::{Dialect, Store};
 use crate::model::Millis;
 
@@ -127,29 +128,12 @@ impl Store {
 
     /// A delivery failed: retried at `retry_at`, or given up (`failed`) when there is none.
     pub async fn notify_mark_failed(&self, id: i64, error: &str, retry_at: Option<Millis>, now: Millis) -> Result<()> {
-        let state = if retry_at.is_some() { "pending" } else { "failed" };
-        sqlx::query(
-            "UPDATE notifications SET state = $1, attempts = attempts + 1, last_error = $2, next_attempt_at = $3, claimed_by = NULL, claimed_until = NULL \
-             WHERE id = $4",
-        )
-        .bind(state)
-        .bind(crate::secrets::redact(error))
-        .bind(retry_at.unwrap_or(now))
-        .bind(id)
-        .execute(self.db())
-        .await?;
-        Ok(())
+        self.queue_failure(Queue::Notifications, id, error, retry_at, now).await
     }
 
     /// Hands a claimed notification back untried (it waits for an earlier one), due at `retry_at`.
     pub async fn notify_release(&self, id: i64, owner: &str, retry_at: Millis) -> Result<()> {
-        sqlx::query("UPDATE notifications SET next_attempt_at = $1, claimed_by = NULL, claimed_until = NULL WHERE id = $2 AND claimed_by = $3")
-            .bind(retry_at)
-            .bind(id)
-            .bind(owner)
-            .execute(self.db())
-            .await?;
-        Ok(())
+        self.queue_release(Queue::Notifications, id, owner, retry_at).await
     }
 
     pub async fn notification(&self, key: &str) -> Result<Option<StoredNotification>> {

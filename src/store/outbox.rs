@@ -9,6 +9,7 @@ use anyhow::Result;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::queue::Queue;
 use super::{Dialect, Store};
 use crate::model::Millis;
 
@@ -216,39 +217,18 @@ impl Store {
 
     /// A delivery failed: retried no sooner than `retry_at`.
     pub async fn outbox_mark_failed(&self, id: i64, error: &str, retry_at: Millis, now: Millis) -> Result<()> {
-        self.outbox_record_failure(id, error, Some(retry_at), now).await
+        self.queue_failure(Queue::ChatMessages, id, error, Some(retry_at), now).await
     }
 
     /// The platform will never accept this message: it stops being retried (and stops holding
     /// back the posts after it in its channel).
     pub async fn outbox_give_up(&self, id: i64, error: &str, now: Millis) -> Result<()> {
-        self.outbox_record_failure(id, error, None, now).await
-    }
-
-    /// A failed delivery: retried at `retry_at`, or given up when there is none.
-    async fn outbox_record_failure(&self, id: i64, error: &str, retry_at: Option<Millis>, now: Millis) -> Result<()> {
-        let state = if retry_at.is_none() { "state = 'failed', " } else { "" };
-        sqlx::query(&format!(
-            "UPDATE chat_messages SET {state}attempts = attempts + 1, last_error = $1, next_attempt_at = $2, claimed_by = NULL, claimed_until = NULL, updated_at = $3 WHERE id = $4"
-        ))
-        .bind(crate::secrets::redact(error))
-        .bind(retry_at)
-        .bind(now)
-        .bind(id)
-        .execute(self.db())
-        .await?;
-        Ok(())
+        self.queue_failure(Queue::ChatMessages, id, error, None, now).await
     }
 
     /// Hands a claimed message back untried (held by pacing or a rate limit), due again at `retry_at`.
     pub async fn outbox_release(&self, id: i64, owner: &str, retry_at: Millis) -> Result<()> {
-        sqlx::query("UPDATE chat_messages SET next_attempt_at = $1, claimed_by = NULL, claimed_until = NULL WHERE id = $2 AND claimed_by = $3")
-            .bind(retry_at)
-            .bind(id)
-            .bind(owner)
-            .execute(self.db())
-            .await?;
-        Ok(())
+        self.queue_release(Queue::ChatMessages, id, owner, retry_at).await
     }
 
     /// How many pending messages some replica is delivering right now.

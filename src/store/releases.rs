@@ -9,6 +9,9 @@ use sqlx::Row;
 use super::Store;
 use crate::model::Millis;
 
+/// The error of a release whose process died before it ended (its heartbeat lapsed).
+pub const ABANDONED: &str = "abandoned: the process running it stopped before it ended (no heartbeat)";
+
 /// One release attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
@@ -76,11 +79,11 @@ impl Store {
         // A release whose process died (no heartbeat) no longer holds its version.
         sqlx::query(
             "UPDATE releases SET state = 'failed', finished_at = $1, \
-             error = 'abandoned: the process running it stopped before it ended (no heartbeat)' \
-             WHERE version = $2 AND state = 'running' AND alive_until < $1",
+             error = $3 WHERE version = $2 AND state = 'running' AND alive_until < $1",
         )
         .bind(now)
         .bind(version)
+        .bind(ABANDONED)
         .execute(self.db())
         .await?;
         if let Some(existing) = self.live_release(version).await? {
@@ -212,7 +215,7 @@ impl Store {
         if versions.is_empty() {
             return Ok(HashMap::new());
         }
-        let list = (1..=versions.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let list = super::placeholders(versions.len());
         let sql = format!(
             "SELECT r.version, i.service, i.digest FROM releases r JOIN release_images i ON i.release_id = r.id \
              WHERE r.version IN ({list}) AND r.state = 'succeeded' ORDER BY r.version, i.service"
