@@ -214,6 +214,11 @@ impl Store {
         let open = |options: AnyPoolOptions| {
             options
                 .acquire_timeout(timeout)
+                // A pooled SQLite connection is an open file: nothing outside can break it, so the
+                // round trip to its worker thread that sqlx's check before each use costs buys
+                // nothing (it was half the thread hand-offs of every statement). A PostgreSQL
+                // connection can be cut by a server restart, and keeps the check.
+                .test_before_acquire(dialect == Dialect::Postgres)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if dialect == Dialect::Sqlite {
