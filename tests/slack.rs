@@ -334,8 +334,10 @@ async fn deploy_end_to_end(mode: Mode) {
         world.slack.wait_connected(1, SHORT).await;
     }
     let slack = &world.slack;
-    // Each service's deploy takes a second, so the progress message has steps to show as they go.
-    std::fs::write(world.path().join("sleep"), "1").unwrap();
+    // Each service's deploy takes two seconds, so the progress message has a step in progress to
+    // show: edits to one channel go out once a second, and the approval message's edit takes one
+    // of the turns, so a shorter deploy can end before the progress message's next turn.
+    std::fs::write(world.path().join("sleep"), "2").unwrap();
 
     bot.command(("U0ALICE", "alice"), "C0PROD", "/deploy", "v1.0.0 prod").await;
     let ack = slack.wait_for_ephemeral("U0ALICE", "requested", SHORT).await;

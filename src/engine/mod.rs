@@ -55,6 +55,11 @@ pub struct Engine {
     wake: Notify,
     /// Wakes the notifier (a notification was written).
     notify_wake: Notify,
+    /// Deployments whose progress render is scheduled and has not read the store yet (see
+    /// [`Engine::announce_soon`]).
+    renders_due: std::sync::Mutex<std::collections::HashSet<i64>>,
+    /// This engine, for the tasks it spawns from `&self`.
+    me: std::sync::Weak<Engine>,
 }
 
 /// How long a replica may hold an inbound event before another one handles it.
@@ -94,7 +99,7 @@ impl Engine {
         let chat = crate::monitor::metrics::MeteredChat::wrap(chat);
         let owner = owner_id();
         let outbox = Outbox::new(store.clone(), chat.clone(), &owner);
-        Arc::new(Engine {
+        Arc::new_cyclic(|me| Engine {
             registry_auth,
             config,
             store,
@@ -108,6 +113,8 @@ impl Engine {
             catalog,
             wake: Notify::new(),
             notify_wake: Notify::new(),
+            renders_due: Default::default(),
+            me: me.clone(),
         })
     }
 
@@ -610,6 +617,28 @@ impl Engine {
         self.outbox
             .send_as_of(Draft { key: &Self::progress_key(id), channel: &channel, thread_key: None, deployment_id: Some(id), alert_id: None, purpose: "progress", text: &text }, as_of)
             .await
+    }
+
+    /// [`Engine::announce`] off the caller's path, for the pipeline's step boundaries: the render
+    /// runs in a task of its own, and a boundary reached while an earlier one's render is still
+    /// waiting to read the store adds nothing, since that render reads what this one would have.
+    /// Under load (hundreds of deployments at once) the renders a later one replaces are never
+    /// made; when idle, the task runs at once. The message never goes backwards: a render is
+    /// stored only if it was read from a later state than the stored one (`send_as_of`). A state
+    /// a deployment ends in is announced with [`Engine::announce`], which the caller awaits, so
+    /// the last render is written before the job is done.
+    pub(crate) fn announce_soon(&self, id: i64) {
+        let Some(engine) = self.me.upgrade() else { return };
+        if !self.renders_due.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id) {
+            return;
+        }
+        tokio::spawn(async move {
+            // From here on, a later boundary schedules a render of its own.
+            engine.renders_due.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+            if let Err(e) = engine.announce(id).await {
+                tracing::warn!(deployment = id, error = format!("{e:#}"), "could not render the progress message; the next step's render carries it");
+            }
+        });
     }
 
     /// A reply in the deployment's thread, sent once per `key_suffix`.

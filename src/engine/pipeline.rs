@@ -227,7 +227,7 @@ impl Engine {
         if !self.store.transition(d.id, &from, DeploymentState::Running, &patch, "deploybot", self.now_ms()).await? {
             return Ok(());
         }
-        self.announce(d.id).await?;
+        self.announce_soon(d.id);
         self.notify_state(d.id).await;
         // run_from reads the deployment afresh before its first phase.
         self.run_from(d, env, 0).await
@@ -300,14 +300,15 @@ impl Engine {
 
     pub(crate) async fn begin_step(&self, d: &Deployment, seq: i64, name: &str) -> Result<Step> {
         let step = self.store.start_step(d.id, seq, name, self.now_ms()).await?;
-        self.announce(d.id).await?;
+        self.announce_soon(d.id);
         Ok(step)
     }
 
     pub(crate) async fn end_step(&self, d: &Deployment, step: &Step, state: StepState, detail: &str) -> Result<()> {
         crate::monitor::metrics::global().step(&step.name, state.as_str(), self.now_ms() - step.started_at);
         self.store.finish_step(step.id, state, (!detail.is_empty()).then_some(detail), self.now_ms()).await?;
-        self.announce(d.id).await
+        self.announce_soon(d.id);
+        Ok(())
     }
 
     pub(crate) async fn optional_step<F, Fut>(&self, d: &Deployment, env: &Environment, seq: i64, name: &str, configured: bool, body: F) -> Result<(), Stop>
@@ -491,7 +492,7 @@ impl Engine {
                     marked.to_ref = deployed.running.reference.clone();
                     self.store.put_deployment_service(&marked, self.now_ms()).await.map_err(internal)?;
                     detail.push(format!("{}: {} → {}{}", record.service, record.from_version.as_deref().unwrap_or("(none)"), d.version, indent_detail(&deployed.detail)));
-                    self.announce(d.id).await.map_err(internal)?;
+                    self.announce_soon(d.id);
                 }
                 Err(e) => {
                     let diagnostics = match e.diagnostics() {
