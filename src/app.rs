@@ -59,10 +59,15 @@ pub fn spawn_loops(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec
                 if let Err(e) = engine.expire_approvals().await {
                     tracing::warn!(error = format!("{e:#}"), "approval expiry check failed");
                 }
-                // Every 10 s: releases whose process died are ended and said so.
+                // Every 10 s: releases whose process died are ended and said so, and ended
+                // deployments whose replica died before rendering the end are rendered.
                 if turn % 40 == 0 {
                     if let Err(e) = engine.sweep_abandoned_releases().await {
                         tracing::warn!(error = format!("{e:#}"), "abandoned-release check failed");
+                    }
+                    // Deployments whose replica ended them but died before saying so.
+                    if let Err(e) = engine.sweep_progress_behind().await {
+                        tracing::warn!(error = format!("{e:#}"), "progress-message check failed");
                     }
                 }
                 turn = turn.wrapping_add(1);

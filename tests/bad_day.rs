@@ -409,6 +409,38 @@ async fn a_job_whose_lease_is_taken_stops_at_once_and_writes_nothing_more() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_ended_by_a_replica_that_died_before_saying_so_is_shown_ended() {
+    let h = Harness::new().await;
+    let first = h.deploy("v1.0.0").await;
+    assert!(h.message(first, "progress").await.contains("succeeded"));
+    h.say("/deploy v1.1.0 staging").await;
+    let id = h.latest().await;
+    h.approve(id).await;
+    // "Another replica" claims the job and ends it: the write a replica makes when a deployment
+    // ends, and then it dies before rendering the end.
+    let store = &h.app.engine.store;
+    let now = chrono::Utc::now().timestamp_millis();
+    let claimed = store.claim_job("other-replica", now, 30_000).await.unwrap().expect("the job is ready");
+    assert_eq!(claimed.id, id);
+    let patch = deploybot::store::Patch { finished_at: Some(now), release_lease: true, release_lock: true, ..Default::default() };
+    assert!(store.transition(id, &[claimed.state], DeploymentState::Succeeded, &patch, "deploybot", now).await.unwrap());
+    let before = h.message(id, "progress").await;
+    assert!(!before.contains("succeeded"), "{before}");
+    let first_rev = store.outbox_message(&format!("deployment:{first}:progress")).await.unwrap().unwrap().rev;
+
+    // Every replica's ticker looks for such deployments.
+    h.app.engine.sweep_progress_behind().await.unwrap();
+    let after = h.message(id, "progress").await;
+    assert!(after.contains("succeeded"), "the progress message still shows:\n{after}");
+    let rev = store.outbox_message(&format!("deployment:{id}:progress")).await.unwrap().unwrap().rev;
+    assert_eq!(store.outbox_message(&format!("deployment:{first}:progress")).await.unwrap().unwrap().rev, first_rev, "a message already right is left alone");
+    // Once is enough: the next sweep finds nothing behind.
+    assert!(store.progress_behind(now - 60_000).await.unwrap().is_empty());
+    h.app.engine.sweep_progress_behind().await.unwrap();
+    assert_eq!(store.outbox_message(&format!("deployment:{id}:progress")).await.unwrap().unwrap().rev, rev);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_under_the_running_bot_pauses_jobs_and_commands_say_try_again() {
     let cluster = support::pg_cluster::Cluster::start();
     let h = Harness::on(Some(&cluster.url())).await;

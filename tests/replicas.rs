@@ -4,7 +4,8 @@
 //! while one replica is SIGKILLed mid-deployment and started again; then, once everything has
 //! settled, every accepted request must have had exactly one effect, no environment may have run
 //! two deployments at once, every deployment must have ended, no message may have been posted
-//! twice, and every replica must tell the same history.
+//! twice (save one post Slack answered in the moment before the kill, ARCHITECTURE.md's known
+//! gap: the victim died before recording it), and every replica must tell the same history.
 //!
 //! The deploy command (`deploy.sh`) takes 0.2–0.5 s and records each run; `mkdir` of
 //! `<env>.running` is atomic, so a second run in the same environment while one is in progress
@@ -28,6 +29,8 @@ use support::bot::{free_port, BotProcess};
 use support::db;
 
 const REPLICAS: usize = 3;
+/// How long before the SIGKILL a post may have been answered and still not recorded by the victim.
+const KILL_WINDOW: Duration = Duration::from_secs(3);
 const ENVIRONMENTS: usize = 50;
 const REQUESTS: usize = 1000;
 /// One request every 40 ms: each environment gets one about every 2 s, so most deployments run
@@ -254,6 +257,7 @@ async fn three_replicas_on_one_postgres_survive_a_sigkill_under_a_thousand_reque
     let mut pace = tokio::time::interval(PACE);
     let mut in_flight = Vec::new();
     let mut killed_holding = None;
+    let mut killed_at = None;
     let mut burst = Vec::new();
     for r in requests.iter().cloned() {
         if (KILL_AFTER + 1..KILL_AFTER + BURST).contains(&r.i) {
@@ -293,6 +297,7 @@ async fn three_replicas_on_one_postgres_survive_a_sigkill_under_a_thousand_reque
                     break;
                 }
             }
+            killed_at = Some(Instant::now());
             replicas[VICTIM].process.as_mut().unwrap().kill();
             continue;
         }
@@ -311,6 +316,11 @@ async fn three_replicas_on_one_postgres_survive_a_sigkill_under_a_thousand_reque
     }
     let send_time = started.elapsed();
     let killed_holding = killed_holding.unwrap();
+    let killed_at = killed_at.unwrap();
+    // ARCHITECTURE.md's known gap: a post Slack accepted just before the victim died, not yet
+    // recorded, is posted again by the replica that delivers it next. A copy is put down to it
+    // only when Slack answered it in the moment before the kill.
+    let in_kill_window = |c: &Call| c.at <= killed_at && killed_at.duration_since(c.at) < KILL_WINDOW;
     assert!(!killed_holding.is_empty(), "the victim never ran a job in 10 s before the kill; nothing was proven about a kill mid-deployment");
 
     // ------------------------------------------------------------------ settling
@@ -339,7 +349,9 @@ async fn three_replicas_on_one_postgres_survive_a_sigkill_under_a_thousand_reque
         let far = chrono::Utc::now().timestamp_millis() + 3_600_000;
         let undelivered = database.outbox_due(far, 100).await.unwrap();
         if unanswered == 0 && open.is_empty() && locked.is_empty() && undelivered.is_empty() {
-            break (all, calls);
+            // The calls again: what was delivered while the store was read (a channel's posts held
+            // back by the killed replica's lapsed claim go out together) is in them too.
+            break (all, slack.calls());
         }
         if settle_start.elapsed() > SETTLE {
             let stderr: Vec<String> = replicas.iter().map(|r| format!("--- {}\n{}", r.base, read(&r.stderr).lines().rev().take(20).collect::<Vec<_>>().join("\n"))).collect();
@@ -466,8 +478,14 @@ async fn three_replicas_on_one_postgres_survive_a_sigkill_under_a_thousand_reque
     if failed_edits > 0 {
         problems.push(format!("{failed_edits} chat.update calls failed"));
     }
+    // The first copies put down to the kill, by ts, and what they were.
+    let mut lost_to_the_kill: BTreeMap<String, String> = BTreeMap::new();
     for d in &deployments {
-        let posts = progress_posts(&calls, d);
+        let mut posts = progress_posts(&calls, d);
+        if posts.len() == 2 && in_kill_window(posts[0]) {
+            lost_to_the_kill.insert(posts[0].ts.clone().unwrap_or_default(), format!("#{}'s progress message", d.id));
+            posts.remove(0);
+        }
         let expected = usize::from(d.started_at.is_some());
         if posts.len() > 1 || posts.len() < expected {
             problems.push(format!("#{} {} → {} ({}): its progress message was posted {} times", d.id, d.version, d.env, d.state, posts.len()));
@@ -476,18 +494,41 @@ async fn three_replicas_on_one_postgres_survive_a_sigkill_under_a_thousand_reque
         for post in posts {
             let shown = post.ts.as_deref().and_then(|ts| slack.message_text(ts)).unwrap_or_default();
             if !shown.contains(d.state.as_str()) {
-                problems.push(format!("#{} {} → {} is {} but its progress message shows: {}", d.id, d.version, d.env, d.state, shown.lines().next().unwrap_or_default()));
+                // What the store holds for it, and every edit Slack was sent, to tell a lost edit from a stale one.
+                let stored = database.outbox_message(&format!("deployment:{}:progress", d.id)).await.ok().flatten();
+                let stored = stored.map(|m| format!("rev {} {} delivered at {:?}: {}", m.rev, m.state, m.delivered_at, m.body.lines().next().unwrap_or_default())).unwrap_or_default();
+                let first = |c: &Call| c.text().lines().next().unwrap_or_default().to_string();
+                let edits: Vec<String> = calls.iter().filter(|c| c.method == "chat.update" && c.arg("ts") == post.ts.as_deref()).map(|c| format!("{:?} {} {}", c.at.duration_since(post.at), c.status, first(c))).collect();
+                problems.push(format!(
+                    "#{} {} → {} is {} but its progress message shows: {}\n  stored: {stored}\n  edits sent: {edits:#?}",
+                    d.id,
+                    d.version,
+                    d.env,
+                    d.state,
+                    shown.lines().next().unwrap_or_default()
+                ));
             }
         }
     }
     let posts: Vec<&Call> = calls.iter().filter(|c| c.method == "chat.postMessage" && c.ok()).collect();
-    let mut seen: HashMap<(Option<&str>, Option<&str>, &str), usize> = HashMap::new();
+    // (channel, thread, text) → its copies.
+    type Where<'a> = (Option<&'a str>, Option<&'a str>, &'a str);
+    let mut seen: HashMap<Where, Vec<&Call>> = HashMap::new();
     for c in &posts {
-        *seen.entry((c.arg("channel"), c.arg("thread_ts"), c.text())).or_default() += 1;
+        seen.entry((c.arg("channel"), c.arg("thread_ts"), c.text())).or_default().push(c);
     }
-    for ((channel, thread, text), n) in seen.iter().filter(|(_, n)| **n > 1) {
-        problems.push(format!("posted {n} times in {channel:?} (thread {thread:?}): {}", text.lines().next().unwrap_or_default()));
+    for ((channel, thread, text), copies) in seen.iter().filter(|(_, copies)| copies.len() > 1) {
+        let first = text.lines().next().unwrap_or_default();
+        if copies.len() == 2 && in_kill_window(copies[0]) {
+            lost_to_the_kill.entry(copies[0].ts.clone().unwrap_or_default()).or_insert_with(|| format!("{first:?}"));
+        } else {
+            problems.push(format!("posted {} times in {channel:?} (thread {thread:?}): {first}", copies.len()));
+        }
     }
+    if lost_to_the_kill.len() > 1 {
+        problems.push(format!("more posts were repeated after the kill than one call in flight explains: {:?}", lost_to_the_kill.values().collect::<Vec<_>>()));
+    }
+    eprintln!("posted again after the kill (the known gap of a post accepted but not recorded): {:?}", lost_to_the_kill.values().collect::<Vec<_>>());
 
     // ------------------------------------------------------------------ the same history from every replica
     let mut replies = Vec::new();

@@ -641,6 +641,21 @@ impl Engine {
         });
     }
 
+    /// Renders the end of every deployment that ended in the last day without it: a replica that
+    /// dies (or loses the store) between ending a deployment and rendering it would otherwise
+    /// leave its progress message showing "running" for good. Run by every replica's ticker.
+    pub async fn sweep_progress_behind(&self) -> Result<()> {
+        for (id, rev) in self.store.progress_behind(self.now_ms() - 86_400_000).await? {
+            self.announce(id).await?;
+            // A render that found the message already right changed nothing: mark it rendered, so
+            // that the next sweep passes it by.
+            if !self.store.outbox_rendered_as_of(&Self::progress_key(id), rev * 1_000_000).await? {
+                tracing::warn!(deployment = id, "a deployment had ended without its progress message showing it; rendered it now");
+            }
+        }
+        Ok(())
+    }
+
     /// A reply in the deployment's thread, sent once per `key_suffix`.
     pub async fn thread(&self, d: &Deployment, key_suffix: &str, text: &str) -> Result<()> {
         let channel = self.channel_of(d);

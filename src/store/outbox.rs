@@ -280,6 +280,33 @@ impl Store {
         Ok(sqlx::query("SELECT COUNT(*) FROM chat_messages WHERE state = 'pending'").fetch_one(self.db()).await?.try_get(0)?)
     }
 
+    /// Deployments that ended at or after `since` whose progress message was last rendered before
+    /// their last change (its `source_rev` is below `rev` × 1 000 000, see `Engine::announce`):
+    /// the replica that ended them died, or lost the store, before rendering the end.
+    /// Each as (id, rev).
+    pub async fn progress_behind(&self, since: Millis) -> Result<Vec<(i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.rev FROM deployments d JOIN chat_messages m ON m.key = 'deployment:' || d.id || ':progress' \
+             WHERE d.finished_at >= $1 AND (m.source_rev IS NULL OR m.source_rev < d.rev * 1000000) ORDER BY d.id",
+        )
+        .bind(since)
+        .fetch_all(self.db())
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
+    }
+
+    /// Records that the message under `key` was rendered from `as_of` when the render left its
+    /// text as it was (the upsert changes nothing then); true when that was so.
+    pub async fn outbox_rendered_as_of(&self, key: &str, as_of: i64) -> Result<bool> {
+        let n = sqlx::query("UPDATE chat_messages SET source_rev = $1 WHERE key = $2 AND (source_rev IS NULL OR source_rev < $1)")
+            .bind(as_of)
+            .bind(key)
+            .execute(self.db())
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
     /// Messages waiting to be posted or edited, oldest first.
     pub async fn outbox_due(&self, now: Millis, limit: i64) -> Result<Vec<StoredMessage>> {
         sqlx::query(&format!(
