@@ -440,11 +440,14 @@ impl Engine {
                 }
             }
         }
+        if required == 0 {
+            // Before the request's own render: the job need not wait for it (a render never
+            // replaces a later one, whichever is written first).
+            self.wake();
+        }
         self.announce(d.id).await?;
         if required > 0 {
             self.post_approval(d.id).await?;
-        } else {
-            self.wake();
         }
         let next = match state {
             DeploymentState::AwaitingApproval => format!("waiting for {required} approval(s) in the environment's channel"),
