@@ -65,7 +65,6 @@ pub fn spawn_loops(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec
                     if let Err(e) = engine.sweep_abandoned_releases().await {
                         tracing::warn!(error = format!("{e:#}"), "abandoned-release check failed");
                     }
-                    // Deployments whose replica ended them but died before saying so.
                     if let Err(e) = engine.sweep_progress_behind().await {
                         tracing::warn!(error = format!("{e:#}"), "progress-message check failed");
                     }

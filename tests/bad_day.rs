@@ -426,18 +426,18 @@ async fn a_deployment_ended_by_a_replica_that_died_before_saying_so_is_shown_end
     assert!(store.transition(id, &[claimed.state], DeploymentState::Succeeded, &patch, "deploybot", now).await.unwrap());
     let before = h.message(id, "progress").await;
     assert!(!before.contains("succeeded"), "{before}");
-    let first_rev = store.outbox_message(&format!("deployment:{first}:progress")).await.unwrap().unwrap().rev;
+    let first_rev = store.outbox_message(&deploybot::store::progress_key(first)).await.unwrap().unwrap().rev;
 
     // Every replica's ticker looks for such deployments.
     h.app.engine.sweep_progress_behind().await.unwrap();
     let after = h.message(id, "progress").await;
     assert!(after.contains("succeeded"), "the progress message still shows:\n{after}");
-    let rev = store.outbox_message(&format!("deployment:{id}:progress")).await.unwrap().unwrap().rev;
-    assert_eq!(store.outbox_message(&format!("deployment:{first}:progress")).await.unwrap().unwrap().rev, first_rev, "a message already right is left alone");
+    let rev = store.outbox_message(&deploybot::store::progress_key(id)).await.unwrap().unwrap().rev;
+    assert_eq!(store.outbox_message(&deploybot::store::progress_key(first)).await.unwrap().unwrap().rev, first_rev, "a message already right is left alone");
     // Once is enough: the next sweep finds nothing behind.
     assert!(store.progress_behind(now - 60_000).await.unwrap().is_empty());
     h.app.engine.sweep_progress_behind().await.unwrap();
-    assert_eq!(store.outbox_message(&format!("deployment:{id}:progress")).await.unwrap().unwrap().rev, rev);
+    assert_eq!(store.outbox_message(&deploybot::store::progress_key(id)).await.unwrap().unwrap().rev, rev);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

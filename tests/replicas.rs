@@ -495,7 +495,7 @@ async fn three_replicas_on_one_postgres_survive_a_sigkill_under_a_thousand_reque
             let shown = post.ts.as_deref().and_then(|ts| slack.message_text(ts)).unwrap_or_default();
             if !shown.contains(d.state.as_str()) {
                 // What the store holds for it, and every edit Slack was sent, to tell a lost edit from a stale one.
-                let stored = database.outbox_message(&format!("deployment:{}:progress", d.id)).await.ok().flatten();
+                let stored = database.outbox_message(&deploybot::store::progress_key(d.id)).await.ok().flatten();
                 let stored = stored.map(|m| format!("rev {} {} delivered at {:?}: {}", m.rev, m.state, m.delivered_at, m.body.lines().next().unwrap_or_default())).unwrap_or_default();
                 let first = |c: &Call| c.text().lines().next().unwrap_or_default().to_string();
                 let edits: Vec<String> = calls.iter().filter(|c| c.method == "chat.update" && c.arg("ts") == post.ts.as_deref()).map(|c| format!("{:?} {} {}", c.at.duration_since(post.at), c.status, first(c))).collect();

@@ -593,7 +593,7 @@ impl Engine {
     // ------------------------------------------------------------------------------ messages
 
     fn progress_key(id: i64) -> String {
-        format!("deployment:{id}:progress")
+        crate::store::progress_key(id)
     }
 
     fn approval_key(id: i64) -> String {
@@ -613,10 +613,8 @@ impl Engine {
         };
         let text = render::progress(&d, &steps, &services, &approvers, self.tz());
         let channel = self.channel_of(&d);
-        // How far the deployment had got when it was read: its transitions, then its steps (both
-        // only ever grow), so a render from an earlier point never replaces a later one.
-        let finished = steps.iter().filter(|s| s.finished_at.is_some()).count() as i64;
-        let as_of = d.rev * 1_000_000 + (steps.len() as i64).min(999) * 1000 + finished.min(999);
+        let finished = steps.iter().filter(|s| s.finished_at.is_some()).count();
+        let as_of = crate::store::progress_as_of(d.rev, steps.len(), finished);
         self.outbox
             .send_as_of(Draft { key: &Self::progress_key(id), channel: &channel, thread_key: None, deployment_id: Some(id), alert_id: None, purpose: "progress", text: &text }, as_of)
             .await
@@ -652,7 +650,7 @@ impl Engine {
             self.announce(id).await?;
             // A render that found the message already right changed nothing: mark it rendered, so
             // that the next sweep passes it by.
-            if !self.store.outbox_rendered_as_of(&Self::progress_key(id), rev * 1_000_000).await? {
+            if !self.store.progress_rendered(id, rev).await? {
                 tracing::warn!(deployment = id, "a deployment had ended without its progress message showing it; rendered it now");
             }
         }

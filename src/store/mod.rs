@@ -25,7 +25,7 @@ mod stats;
 
 pub use history::{render_history_markdown, Stats, StatsCounts, StatsInput};
 pub use notify::{NewNotification, StoredNotification};
-pub use outbox::{OutboxMessage, StoredMessage};
+pub use outbox::{progress_as_of, progress_key, OutboxMessage, StoredMessage};
 pub use releases::{Release, ReleaseImage, ABANDONED as RELEASE_ABANDONED};
 pub use seed::{SeedReport, SeedSpec};
 

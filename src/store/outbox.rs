@@ -51,6 +51,22 @@ pub struct StoredMessage {
 const MESSAGE_COLUMNS: &str =
     "id, key, channel, thread_key, deployment_id, alert_id, purpose, body, platform_id, state, attempts, recipient, rev, created_at, delivered_at";
 
+/// The key of deployment `id`'s progress message (`progress_behind` builds the same in SQL).
+pub fn progress_key(id: i64) -> String {
+    format!("deployment:{id}:progress")
+}
+
+/// What one transition (`deployments.rev`) outweighs in a progress render's `source_rev`: its
+/// steps (up to 999) and those finished (up to 999).
+const PROGRESS_REV_WEIGHT: i64 = 1_000_000;
+
+/// How far a deployment had got when its progress message was rendered: its transitions, then its
+/// steps, then those finished (all only ever grow), so a render from an earlier point never
+/// replaces a later one (`outbox_put_as_of`).
+pub fn progress_as_of(rev: i64, steps: usize, finished: usize) -> i64 {
+    rev * PROGRESS_REV_WEIGHT + (steps.min(999) as i64) * 1000 + finished.min(999) as i64
+}
+
 fn message_from_row(r: &AnyRow) -> Result<StoredMessage> {
     Ok(StoredMessage {
         id: r.try_get("id")?,
@@ -281,26 +297,27 @@ impl Store {
     }
 
     /// Deployments that ended at or after `since` whose progress message was last rendered before
-    /// their last change (its `source_rev` is below `rev` × 1 000 000, see `Engine::announce`):
-    /// the replica that ended them died, or lost the store, before rendering the end.
-    /// Each as (id, rev).
+    /// their last change (see [`progress_as_of`]): the replica that ended them died, or lost the
+    /// store, before rendering the end. Each as (id, rev).
     pub async fn progress_behind(&self, since: Millis) -> Result<Vec<(i64, i64)>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT d.id, d.rev FROM deployments d JOIN chat_messages m ON m.key = 'deployment:' || d.id || ':progress' \
-             WHERE d.finished_at >= $1 AND (m.source_rev IS NULL OR m.source_rev < d.rev * 1000000) ORDER BY d.id",
-        )
+             WHERE d.finished_at >= $1 AND (m.source_rev IS NULL OR m.source_rev < d.rev * {PROGRESS_REV_WEIGHT}) ORDER BY d.id",
+        ))
         .bind(since)
         .fetch_all(self.db())
         .await?;
         rows.iter().map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
     }
 
-    /// Records that the message under `key` was rendered from `as_of` when the render left its
-    /// text as it was (the upsert changes nothing then); true when that was so.
-    pub async fn outbox_rendered_as_of(&self, key: &str, as_of: i64) -> Result<bool> {
+    /// Records that deployment `id`'s progress message was rendered at `rev` when the render left
+    /// its text as it was (the upsert changes nothing then, `source_rev` included); true when
+    /// that was so.
+    pub async fn progress_rendered(&self, id: i64, rev: i64) -> Result<bool> {
+        let as_of = progress_as_of(rev, 0, 0);
         let n = sqlx::query("UPDATE chat_messages SET source_rev = $1 WHERE key = $2 AND (source_rev IS NULL OR source_rev < $1)")
             .bind(as_of)
-            .bind(key)
+            .bind(progress_key(id))
             .execute(self.db())
             .await?
             .rows_affected();
