@@ -312,7 +312,7 @@ async fn assert_conformant(bot: &Bot) {
     assert!(discord.refusals().is_empty(), "Discord would have refused: {:#?}", discord.refusals());
     let over: Vec<_> = discord.calls().into_iter().filter(|c| c.error.as_deref().is_some_and(|e| e.contains("over the limit"))).collect();
     assert!(over.is_empty(), "calls made while their bucket was empty: {over:#?}");
-    let posts: Vec<_> = discord.calls_to("POST", "/channels/{channel_id}/messages").into_iter().filter(|c| c.ok()).collect();
+    let posts: Vec<_> = discord.calls_to("POST", "/channels/{channel_id}/messages").into_iter().filter(|c| c.created.is_some()).collect();
     for (i, a) in posts.iter().enumerate() {
         for b in &posts[i + 1..] {
             assert!(!(a.path == b.path && a.content() == b.content()), "posted twice: {}", a.content());
@@ -564,6 +564,54 @@ async fn a_429_storm_delays_messages_without_losing_or_duplicating_any() {
         assert!(early.is_empty(), "calls less than {wait:?} after a 429 ({:?}): {early:#?}", l.error);
     }
     assert_eq!(calls.iter().filter(|c| c.status == 500).count(), 1);
+    bot.stop().await;
+}
+
+/// A new message Discord created but whose answer the bot never got (a 502 from a proxy): the
+/// outbox tries again with the same `nonce` and `enforce_nonce`, Discord returns the message it
+/// already has, and the channel shows it once, with the bot's edits going to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_answer_was_lost_is_not_posted_twice() {
+    let world = World::new().await;
+    let bot = world.start(Mode::Gateway).await;
+    let discord = &world.discord;
+    std::fs::write(world.path().join("sleep"), "1").unwrap();
+    discord.inject(Some("/channels/{channel_id}/messages"), Fault::AnswerLost, 1);
+
+    bot.command(ALICE, STAGING, "deploy", opts(&[("version", json!("v1.0.0")), ("env", json!("stg"))])).await;
+    let id = bot.latest().await;
+    bot.wait_state(id, &[DeploymentState::Succeeded], LONG).await;
+    let deadline = Instant::now() + LONG;
+    let progress = loop {
+        if let Some(p) = progress_of(discord, STAGING, id, "v1.0.0", "staging") {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no progress message");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    discord.wait_for_text(&progress.id, "succeeded", LONG).await;
+    assert_conformant(&bot).await;
+
+    let posts = discord.calls_to("POST", "/channels/{channel_id}/messages");
+    let lost: Vec<_> = posts.iter().filter(|c| c.status == 502).collect();
+    assert_eq!(lost.len(), 1, "{posts:#?}");
+    let created = lost[0].created.clone().expect("the lost call created its message");
+    let nonce = lost[0].body["nonce"].as_str().expect("a new message carries a nonce").to_string();
+    assert_eq!(lost[0].body["enforce_nonce"], json!(true));
+    let again: Vec<_> = posts.iter().filter(|c| c.body["nonce"].as_str() == Some(nonce.as_str()) && c.status != 502).collect();
+    assert_eq!(again.len(), 1, "the message was tried again once: {again:#?}");
+    assert_eq!(again[0].same_as.as_deref(), Some(created.as_str()), "Discord returned the message it had: {:#?}", again[0]);
+    let channel = lost[0].channel().unwrap();
+    let copies = discord.messages_in(channel).into_iter().filter(|m| m.nonce.as_deref() == Some(nonce.as_str())).count();
+    assert_eq!(copies, 1, "the channel shows the message once");
+    // The bot recorded the message Discord returned: it is the one its edits and thread go to.
+    let recorded: Vec<_> = bot.app.engine.store.outbox_messages_of(id).await.unwrap().into_iter().filter_map(|m| m.platform_id).collect();
+    assert!(recorded.contains(&format!("{channel}/{created}")), "{created} not among the recorded ids {recorded:?}");
+    // Every new message of the deployment carried a nonce of its own.
+    let nonces: Vec<&str> = posts.iter().filter(|c| c.created.is_some()).filter_map(|c| c.body["nonce"].as_str()).collect();
+    let distinct: std::collections::HashSet<&&str> = nonces.iter().collect();
+    assert_eq!(nonces.len(), posts.iter().filter(|c| c.created.is_some()).count(), "a new message without a nonce: {posts:#?}");
+    assert_eq!(distinct.len(), nonces.len(), "two messages with one nonce: {nonces:?}");
     bot.stop().await;
 }
 

@@ -62,7 +62,7 @@ impl ChatPlatform for Scripted {
     fn name(&self) -> &'static str {
         "scripted"
     }
-    async fn post(&self, channel: &str, msg: &OutMessage) -> Result<String, ChatError> {
+    async fn post(&self, _key: &str, channel: &str, msg: &OutMessage) -> Result<String, ChatError> {
         self.answer().await;
         let id = self.id();
         self.texts.lock().unwrap().insert(id.clone(), msg.text.clone());
@@ -75,7 +75,7 @@ impl ChatPlatform for Scripted {
         self.seen.lock().unwrap().push(Seen::Edit { channel: channel.into(), id: id.into(), text: msg.text.clone() });
         Ok(())
     }
-    async fn reply(&self, channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError> {
+    async fn reply(&self, _key: &str, channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError> {
         self.answer().await;
         assert!(self.texts.lock().unwrap().contains_key(thread), "a reply in a thread never posted");
         let id = self.id();

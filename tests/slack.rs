@@ -503,6 +503,53 @@ async fn a_429_storm_delays_messages_without_losing_or_duplicating_any() {
     bot.stop().await;
 }
 
+/// The outbox key a post carried in its metadata (an object in a JSON body, a string in a form).
+fn metadata_key(c: &Call) -> Option<String> {
+    let metadata = match c.args.get("metadata")? {
+        Value::String(text) => serde_json::from_str::<Value>(text).ok()?,
+        v => v.clone(),
+    };
+    (metadata["event_type"] == "deploybot_message").then(|| metadata["event_payload"]["key"].as_str().map(str::to_string))?
+}
+
+/// A post Slack carried out but whose answer never reached the bot (a 503 from a proxy on the
+/// way): before trying again the bot looks in the channel, finds the post by the outbox key in
+/// its metadata and records it, so the channel shows the message once and the edits go to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_whose_answer_was_lost_is_found_and_not_posted_again() {
+    let world = World::new().await;
+    let bot = world.start(Mode::Socket).await;
+    let slack = &world.slack;
+    slack.wait_connected(1, SHORT).await;
+    std::fs::write(world.path().join("sleep"), "2").unwrap();
+    slack.inject(Some("chat.postMessage"), Fault::AnswerLost, 1);
+
+    bot.command(("U0ALICE", "alice"), "C0STAGING", "/deploy", "v1.0.0 stg").await;
+    let id = bot.latest().await;
+    bot.wait_state(id, &[DeploymentState::Succeeded], LONG).await;
+    assert_conformant(&bot).await;
+
+    let calls = slack.calls();
+    let lost: Vec<&Call> = calls.iter().filter(|c| c.method == "chat.postMessage" && c.status == 503).collect();
+    assert_eq!(lost.len(), 1, "{calls:#?}");
+    let ts = lost[0].ts.clone().expect("Slack made the post whose answer was lost");
+    let key = metadata_key(lost[0]).unwrap_or_else(|| panic!("a post carries its outbox key in its metadata: {:?}", lost[0].args));
+    assert_eq!(key, deploybot::store::progress_key(id), "the first post of the deployment is its progress message");
+    let copies: Vec<&Call> = calls.iter().filter(|c| c.method == "chat.postMessage" && metadata_key(c).as_deref() == Some(key.as_str())).collect();
+    assert_eq!(copies.len(), 1, "posted again: {copies:#?}");
+    let lookups: Vec<&Call> = calls.iter().filter(|c| c.method == "conversations.history" && c.ok()).collect();
+    assert_eq!(lookups.len(), 1, "one look in the channel, after the lost answer: {lookups:#?}");
+    assert!(lookups[0].at > lost[0].at && lookups[0].arg("channel") == Some("C0STAGING"));
+    let stored = bot.app.engine.store.outbox_message(&key).await.unwrap().expect("the progress message is stored");
+    assert_eq!(stored.platform_id.as_deref(), Some(ts.as_str()), "the bot recorded the post it found");
+    // The post it found showed the text of that attempt; the current one went out as an edit.
+    wait_text(slack, &ts, "succeeded", LONG).await;
+    // Every other post carried its own key.
+    let keys: Vec<Option<String>> = calls.iter().filter(|c| c.method == "chat.postMessage").map(metadata_key).collect();
+    assert!(keys.iter().all(Option::is_some), "a post without its key: {keys:?}");
+    bot.stop().await;
+}
+
 impl Bot {
     /// The engine's "now" (the tests' clock is shifted to an open window), to compare with the
     /// store's timestamps.

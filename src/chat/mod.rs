@@ -70,12 +70,23 @@ pub enum ChatError {
 #[async_trait]
 pub trait ChatPlatform: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Posts a message to a channel; returns the platform's message id.
-    async fn post(&self, channel: &str, msg: &OutMessage) -> Result<String, ChatError>;
+    /// Posts a message to a channel; returns the platform's message id. `key` is the message's
+    /// outbox key, the same for every attempt at it: a platform that can make a post idempotent
+    /// (Discord's `nonce` with `enforce_nonce`) uses it, so that an attempt whose answer was lost
+    /// does not post the message twice.
+    async fn post(&self, key: &str, channel: &str, msg: &OutMessage) -> Result<String, ChatError>;
     /// Replaces the text of a message the bot posted.
     async fn edit(&self, channel: &str, id: &str, msg: &OutMessage) -> Result<(), ChatError>;
     /// Replies in the thread of message `thread`; returns the reply's id.
-    async fn reply(&self, channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError>;
+    /// The message an earlier attempt at the post stored under `key` may have made in `channel`
+    /// without the bot learning its id (the answer was lost, or the replica making it died):
+    /// its id, when the platform can find it. The outbox asks before posting again a message
+    /// that was tried before; `Ok(None)` (the default): nothing found, post it.
+    async fn find_post(&self, _key: &str, _channel: &str) -> Result<Option<String>, ChatError> {
+        Ok(None)
+    }
+    /// `key` as for [`ChatPlatform::post`].
+    async fn reply(&self, key: &str, channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError>;
     /// A message only `user` sees.
     async fn ephemeral(&self, channel: &str, user: &str, msg: &OutMessage) -> Result<(), ChatError>;
     /// The private answer stored under the outbox key `key` (`reply:<event id>` for the answer

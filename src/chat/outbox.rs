@@ -244,6 +244,28 @@ impl Outbox {
         Ok(claimed)
     }
 
+    /// For a post tried before (an attempt that failed without a clear refusal, or a claim that
+    /// lapsed because its replica died mid-call), the message that attempt may have made, so that
+    /// it is recorded instead of posted again. When the platform refuses to look (Slack without
+    /// the history scope), it is posted.
+    async fn posted_before(&self, m: &StoredMessage) -> Result<Option<String>, ChatError> {
+        if m.attempts == 0 {
+            return Ok(None);
+        }
+        match self.chat.find_post(&m.key, &m.channel).await {
+            Ok(Some(id)) => {
+                tracing::info!(key = %m.key, attempts = m.attempts, "an earlier attempt had posted the message; it is recorded, not posted again");
+                Ok(Some(id))
+            }
+            Ok(None) => Ok(None),
+            Err(ChatError::Refused(e)) => {
+                tracing::warn!(error = %e, key = %m.key, "could not look for an earlier attempt's message; it is posted (it may show twice)");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn release(&self, m: &StoredMessage, retry_at: Millis) {
         if let Err(e) = self.store.outbox_release(m.id, &self.owner, retry_at).await {
             // The claim lapses by itself.
@@ -271,6 +293,8 @@ impl Outbox {
             }
         };
         let is_edit = m.recipient.is_none() && m.platform_id.is_some();
+        // A post an earlier attempt had made, found on the platform.
+        let mut found = false;
         if is_edit {
             if let Some(wait) = self.edit_turn(&m.channel) {
                 self.release(m, now_ms() + wait.as_millis() as Millis).await;
@@ -281,14 +305,21 @@ impl Outbox {
             (Some(user), _, _) => self.chat.private_reply(&m.key, &m.channel, user, &msg).await.map(|()| None),
             (None, Some(id), _) => self.chat.edit(&m.channel, id, &msg).await.map(|()| Some(id.clone())),
             (None, None, Some(parent)) => match self.store.outbox_message(parent).await {
-                Ok(Some(StoredMessage { platform_id: Some(parent_id), .. })) => self.chat.reply(&m.channel, &parent_id, &msg).await.map(Some),
+                Ok(Some(StoredMessage { platform_id: Some(parent_id), .. })) => self.chat.reply(&m.key, &m.channel, &parent_id, &msg).await.map(Some),
                 // Claimed only once its thread is posted; a store error: try again soon.
                 _ => {
                     self.release(m, now_ms() + 1000).await;
                     return Next::Continue;
                 }
             },
-            (None, None, None) => self.chat.post(&m.channel, &msg).await.map(Some),
+            (None, None, None) => match self.posted_before(m).await {
+                Ok(Some(id)) => {
+                    found = true;
+                    Ok(Some(id))
+                }
+                Ok(None) => self.chat.post(&m.key, &m.channel, &msg).await.map(Some),
+                Err(e) => Err(e),
+            },
         };
         let now = now_ms();
         let (outcome, next) = match result {
@@ -298,14 +329,17 @@ impl Outbox {
                         p.last_edit.insert(m.channel.clone(), Instant::now());
                     }
                 }
+                // What was found may show an earlier text: recorded as an older revision, the
+                // message stays pending and the current text goes out as an edit.
+                let rev = if found { m.rev - 1 } else { m.rev };
                 // Sent but not recorded would be sent again once the claim lapses: insist a little.
-                let mut recorded = self.store.outbox_mark_posted(m.id, id.as_deref(), m.rev, now).await;
+                let mut recorded = self.store.outbox_mark_posted(m.id, id.as_deref(), rev, now).await;
                 for _ in 0..4 {
                     if recorded.is_ok() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    recorded = self.store.outbox_mark_posted(m.id, id.as_deref(), m.rev, now_ms()).await;
+                    recorded = self.store.outbox_mark_posted(m.id, id.as_deref(), rev, now_ms()).await;
                 }
                 // A new message: the platform may add what goes with it (Discord's reactions),
                 // off the delivery round.

@@ -162,8 +162,8 @@ impl ChatPlatform for MeteredChat {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
-    async fn post(&self, channel: &str, msg: &OutMessage) -> Result<String, ChatError> {
-        let r = self.inner.post(channel, msg).await;
+    async fn post(&self, key: &str, channel: &str, msg: &OutMessage) -> Result<String, ChatError> {
+        let r = self.inner.post(key, channel, msg).await;
         global().chat_result(&r);
         r
     }
@@ -172,8 +172,13 @@ impl ChatPlatform for MeteredChat {
         global().chat_result(&r);
         r
     }
-    async fn reply(&self, channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError> {
-        let r = self.inner.reply(channel, thread, msg).await;
+    async fn reply(&self, key: &str, channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError> {
+        let r = self.inner.reply(key, channel, thread, msg).await;
+        global().chat_result(&r);
+        r
+    }
+    async fn find_post(&self, key: &str, channel: &str) -> Result<Option<String>, ChatError> {
+        let r = self.inner.find_post(key, channel).await;
         global().chat_result(&r);
         r
     }

@@ -127,12 +127,15 @@ impl Store {
 
     /// New, or a new text for the key (an edit to make: pending again with the next `rev`) when
     /// the text differs, the message is not private, and — with `as_of` — the stored text was not
-    /// rendered from a later state. One statement; returns whether anything changed.
+    /// rendered from a later state. One statement; returns whether anything changed. A message
+    /// not posted yet keeps its count of attempts: one that may have gone is looked for before
+    /// it is posted again ([`crate::chat::ChatPlatform::find_post`]).
     pub async fn outbox_upsert(&self, m: &OutboxMessage, as_of: Option<i64>, now: Millis) -> Result<bool> {
         let changed = sqlx::query(
             "INSERT INTO chat_messages (key, channel, thread_key, deployment_id, alert_id, purpose, body, recipient, state, created_at, updated_at, source_rev) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10) \
-             ON CONFLICT (key) DO UPDATE SET body = excluded.body, rev = chat_messages.rev + 1, state = 'pending', next_attempt_at = NULL, attempts = 0, \
+             ON CONFLICT (key) DO UPDATE SET body = excluded.body, rev = chat_messages.rev + 1, state = 'pending', next_attempt_at = NULL, \
+             attempts = CASE WHEN chat_messages.platform_id IS NULL THEN chat_messages.attempts ELSE 0 END, \
              updated_at = excluded.updated_at, source_rev = COALESCE(excluded.source_rev, chat_messages.source_rev) \
              WHERE chat_messages.body <> excluded.body AND chat_messages.recipient IS NULL \
              AND (excluded.source_rev IS NULL OR chat_messages.source_rev IS NULL OR chat_messages.source_rev <= excluded.source_rev) \
@@ -157,7 +160,8 @@ impl Store {
     /// `rev`. The same text again changes nothing; returns whether the text changed.
     pub async fn outbox_update_body(&self, key: &str, body: &str, now: Millis) -> Result<bool> {
         let n = sqlx::query(
-            "UPDATE chat_messages SET body = $1, rev = rev + 1, state = 'pending', next_attempt_at = NULL, attempts = 0, updated_at = $2 \
+            "UPDATE chat_messages SET body = $1, rev = rev + 1, state = 'pending', next_attempt_at = NULL, \
+               attempts = CASE WHEN platform_id IS NULL THEN attempts ELSE 0 END, updated_at = $2 \
              WHERE key = $3 AND body <> $1 AND recipient IS NULL",
         )
         .bind(crate::secrets::redact(body))
@@ -175,6 +179,8 @@ impl Store {
     /// is posted, and — if it still has to be posted — no earlier message of its channel is
     /// waiting to be posted: posts reach a channel in the order they were written, whichever
     /// replica delivers them. Edits and private replies wait for nothing but their turn.
+    /// A claim that lapsed (its replica died, or hung, mid-round: every way out of a round
+    /// clears it) counts as an attempt, so the next deliverer knows the message may have gone.
     pub async fn outbox_claim(&self, owner: &str, now: Millis, lease_ms: i64, limit: i64) -> Result<Vec<StoredMessage>> {
         let lock_clause = match self.dialect {
             Dialect::Postgres => " FOR UPDATE OF m SKIP LOCKED",
@@ -192,7 +198,8 @@ impl Store {
                  AND (m.platform_id IS NOT NULL OR m.recipient IS NOT NULL \
                       OR NOT EXISTS (SELECT 1 FROM chat_messages p WHERE p.channel = m.channel AND p.id < m.id AND {BLOCKS_LATER_POSTS})) \
                ORDER BY COALESCE(m.delivered_at, 0), m.id LIMIT $4{lock_clause}) \
-             UPDATE chat_messages SET claimed_by = $1, claimed_until = $2 \
+             UPDATE chat_messages SET claimed_by = $1, claimed_until = $2, \
+               attempts = attempts + CASE WHEN claimed_until IS NULL THEN 0 ELSE 1 END \
              WHERE id IN (SELECT id FROM ready) AND state = 'pending' AND (claimed_until IS NULL OR claimed_until < $3) \
              RETURNING {MESSAGE_COLUMNS}"
         );

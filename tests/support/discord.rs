@@ -6,7 +6,10 @@
 //!   operation's request schema (types, required fields, lengths, enums, patterns), a missing or
 //!   wrong `Authorization: Bot` token. Answers carry the `X-RateLimit-*` headers of a bucket per
 //!   route and major parameter, each bucket enforces its limit (a call over it gets a 429 and is
-//!   recorded as such), and faults can be injected (429 with `retry_after`, global or not; 500).
+//!   recorded as such), and faults can be injected (429 with `retry_after`, global or not; 500;
+//!   a call carried out whose answer is lost on the way back, as a 502 from a proxy). A new
+//!   message with `enforce_nonce` and the `nonce` of one the bot created in the past few minutes
+//!   is not created again: that message is returned, as Discord's Create Message documents.
 //!   It keeps messages, threads, reactions, members and their roles, registered commands, and
 //!   interactions (an interaction's original response can be edited only once it was answered,
 //!   as on Discord).
@@ -52,6 +55,8 @@ pub struct Call {
     pub at: Instant,
     /// The id of what it created (message, thread).
     pub created: Option<String>,
+    /// A new message's `nonce` matched one created before: that message's id (nothing created).
+    pub same_as: Option<String>,
 }
 
 impl Call {
@@ -76,6 +81,8 @@ impl Call {
 pub enum Fault {
     RateLimited { retry_after: f64, global: bool },
     ServerError,
+    /// Carried out, but the caller gets a 502 (a proxy between it and Discord gave up waiting).
+    AnswerLost,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -87,6 +94,9 @@ pub struct StoredMessage {
     /// Emoji (as sent: Unicode) → user ids who reacted.
     pub reactions: HashMap<String, Vec<String>>,
     pub edits: usize,
+    /// The `nonce` it was created with, and when.
+    pub nonce: Option<String>,
+    pub created: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -714,6 +724,9 @@ fn bucket_of(template: &str, method: &str, path: &str) -> (String, String) {
     (hash, major)
 }
 
+/// How long Discord checks a nonce's uniqueness ("the past few minutes").
+const NONCE_WINDOW: Duration = Duration::from_secs(5 * 60);
+
 fn message_json(m: &StoredMessage) -> Value {
     json!({
         "id": m.id, "channel_id": m.channel, "content": m.content, "type": 0, "flags": m.flags,
@@ -736,7 +749,7 @@ async fn rest(State(shared): State<Arc<Shared>>, method: Method, Path(path): Pat
     let path = format!("/{path}");
     let method = method.as_str().to_string();
     let body: Value = if raw.is_empty() { Value::Null } else { serde_json::from_slice(&raw).unwrap_or(Value::String(String::from_utf8_lossy(&raw).into_owned())) };
-    let mut call = Call { method: method.clone(), path: path.clone(), route: None, body: body.clone(), status: 200, error: None, at: Instant::now(), created: None };
+    let mut call = Call { method: method.clone(), path: path.clone(), route: None, body: body.clone(), status: 200, error: None, at: Instant::now(), created: None, same_as: None };
     let (status, answer, headers_out) = handle(&shared, &method, &path, &headers, &body, raw.is_empty(), &mut call);
     call.status = status;
     shared.calls.lock().unwrap().push(call);
@@ -821,10 +834,14 @@ fn handle(shared: &Shared, method: &str, path: &str, headers: &HeaderMap, body: 
             call.error = Some("injected 500".into());
             return (500, json!({ "message": "500: Internal Server Error", "code": 0 }), h);
         }
-        None => {}
+        Some(Fault::AnswerLost) | None => {}
     }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (status, answer) = operation(shared, method, &template, &segs, body, call);
+    if matches!(fault, Some(Fault::AnswerLost)) {
+        call.error = Some(format!("injected: answered {status}, but the caller got a 502"));
+        return (502, json!({ "message": "502: Bad Gateway", "code": 0 }), Vec::new());
+    }
     (status, answer, h)
 }
 
@@ -842,8 +859,24 @@ fn operation(shared: &Shared, method: &str, template: &str, segs: &[&str], body:
             if !known_channel {
                 return unknown(10003, "Channel");
             }
+            // Create Message: "If true and nonce is present, it will be checked for uniqueness in
+            // the past few minutes. If another message was created by the same author with the
+            // same nonce, that message will be returned and no new message will be created."
+            let nonce = match &body["nonce"] {
+                Value::String(n) => Some(n.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            };
+            if let (Some(n), Some(true)) = (&nonce, body["enforce_nonce"].as_bool()) {
+                let messages = shared.messages.lock().unwrap();
+                let recent = |m: &&StoredMessage| m.created.is_some_and(|t| t.elapsed() < NONCE_WINDOW);
+                if let Some(m) = messages.values().filter(recent).find(|m| m.nonce.as_ref() == Some(n)) {
+                    call.same_as = Some(m.id.clone());
+                    return (200, message_json(m));
+                }
+            }
             let id = new_id(shared);
-            let m = StoredMessage { id: id.clone(), channel, content: content_of(body), flags: body["flags"].as_u64().unwrap_or(0), ..Default::default() };
+            let m = StoredMessage { id: id.clone(), channel, content: content_of(body), flags: body["flags"].as_u64().unwrap_or(0), nonce, created: Some(Instant::now()), ..Default::default() };
             call.created = Some(id.clone());
             let answer = message_json(&m);
             shared.messages.lock().unwrap().insert(id, m);

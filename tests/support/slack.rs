@@ -1,7 +1,10 @@
 //! A Slack of our own for the tests: the Web API on 127.0.0.1 (every call recorded, and refused
 //! the way Slack would refuse it when Slack's published OpenAPI spec would not accept it), fault
-//! injection (429 with Retry-After, 500, slow answers), a Socket Mode WebSocket, and Slack's
-//! documented inbound payloads (slash-command form fields, `event_callback` envelopes), signed.
+//! injection (429 with Retry-After, 500, slow answers, a call carried out whose answer is lost),
+//! a Socket Mode WebSocket, and Slack's documented inbound payloads (slash-command form fields,
+//! `event_callback` envelopes), signed. It keeps the messages posted, with their metadata, and
+//! answers `conversations.history` from them (newest first; metadata with
+//! `include_all_metadata`).
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -54,6 +57,8 @@ pub enum Fault {
     RateLimited { retry_after: u64 },
     ServerError,
     Slow(Duration),
+    /// Carried out, but the caller gets an HTTP 503 (a proxy on the way gave up).
+    AnswerLost,
 }
 
 /// What every Web API call meets during an outage ([`FakeSlack::outage`]).
@@ -71,6 +76,13 @@ enum WsCommand {
     Drop,
 }
 
+struct Posted {
+    ts: String,
+    channel: String,
+    thread_ts: Option<String>,
+    metadata: Option<Value>,
+}
+
 struct Shared {
     /// Method → its required arguments (besides the token).
     spec: HashMap<String, Vec<String>>,
@@ -86,6 +98,8 @@ struct Shared {
     users: Mutex<HashMap<String, String>>,
     /// Current text of each posted message, by ts.
     messages: Mutex<HashMap<String, String>>,
+    /// Every message posted, in order.
+    posted: Mutex<Vec<Posted>>,
     ws: Mutex<Option<mpsc::UnboundedSender<WsCommand>>>,
     connections: AtomicUsize,
     acks: Mutex<Vec<String>>,
@@ -131,6 +145,7 @@ impl FakeSlack {
             groups: Mutex::default(),
             users: Mutex::default(),
             messages: Mutex::default(),
+            posted: Mutex::default(),
             ws: Mutex::default(),
             connections: AtomicUsize::new(0),
             acks: Mutex::default(),
@@ -335,6 +350,11 @@ async fn api(State(s): State<Arc<Shared>>, Path(method): Path<String>, Query(que
         let pos = faults.iter().position(|(m, _)| m.as_deref().is_none_or(|m| m == method));
         pos.and_then(|p| faults.remove(p)).map(|(_, f)| f)
     };
+    if let Some(Fault::AnswerLost) = fault {
+        let (_, _, ts) = carry_out(&s, &method, &args);
+        record(&s, &method, args, 503, Value::Null, ts);
+        return (StatusCode::SERVICE_UNAVAILABLE, "upstream connect error or disconnect/reset before headers").into_response();
+    }
     match fault {
         Some(Fault::RateLimited { retry_after }) => {
             record(&s, &method, args, 429, slack_error("ratelimited"), None);
@@ -345,27 +365,62 @@ async fn api(State(s): State<Arc<Shared>>, Path(method): Path<String>, Query(que
             return (StatusCode::INTERNAL_SERVER_ERROR, "upstream trouble").into_response();
         }
         Some(Fault::Slow(d)) => tokio::time::sleep(d).await,
-        None => {}
+        Some(Fault::AnswerLost) | None => {}
     }
+    let (status, answer, ts) = carry_out(&s, &method, &args);
+    record(&s, &method, args, status, answer, ts)
+}
 
+/// What a call does once it is accepted: its answer, and the ts of a message it posted.
+fn carry_out(s: &Shared, method: &str, args: &HashMap<String, Value>) -> (u16, Value, Option<String>) {
     let str_arg = |k: &str| args.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-    let answer = match method.as_str() {
+    let answer = match method {
         "auth.test" => json!({ "ok": true, "url": "https://example.slack.com/", "team": "Example", "user": "deploybot", "team_id": "T0TEAM", "user_id": "U0BOT", "bot_id": "B0BOT" }),
         "apps.connections.open" => json!({ "ok": true, "url": s.ws_url }),
         "chat.postMessage" => {
             let ts = format!("1700000000.{:06}", s.next_ts.fetch_add(1, Ordering::SeqCst));
             s.messages.lock().unwrap().insert(ts.clone(), str_arg("text"));
+            // Metadata comes as an object in a JSON body, as a JSON string in a form.
+            let metadata = match args.get("metadata") {
+                Some(Value::String(text)) => serde_json::from_str::<Value>(text).ok(),
+                Some(v @ Value::Object(_)) => Some(v.clone()),
+                _ => None,
+            };
+            let thread = args.get("thread_ts").and_then(Value::as_str).map(str::to_string);
+            s.posted.lock().unwrap().push(Posted { ts: ts.clone(), channel: str_arg("channel"), thread_ts: thread, metadata });
             let ans = json!({ "ok": true, "channel": str_arg("channel"), "ts": ts, "message": { "type": "message", "text": str_arg("text"), "user": "U0BOT", "bot_id": "B0BOT", "ts": ts } });
-            return record(&s, &method, args, 200, ans, Some(ts));
+            return (200, ans, Some(ts));
         }
         "chat.update" => {
             let ts = str_arg("ts");
             let known = s.messages.lock().unwrap().contains_key(&ts);
             if !known {
-                return record(&s, &method, args, 200, slack_error("message_not_found"), None);
+                return (200, slack_error("message_not_found"), None);
             }
             s.messages.lock().unwrap().insert(ts.clone(), str_arg("text"));
             json!({ "ok": true, "channel": str_arg("channel"), "ts": ts, "text": str_arg("text"), "message": { "text": str_arg("text"), "user": "U0BOT" } })
+        }
+        // The channel's messages, newest first, without thread replies; `limit` (default 100).
+        "conversations.history" => {
+            let channel = str_arg("channel");
+            let limit = str_arg("limit").parse::<usize>().ok().or_else(|| args.get("limit").and_then(Value::as_u64).map(|l| l as usize)).unwrap_or(100);
+            let with_metadata = matches!(args.get("include_all_metadata"), Some(Value::Bool(true))) || str_arg("include_all_metadata") == "true";
+            let texts = s.messages.lock().unwrap().clone();
+            let posted = s.posted.lock().unwrap();
+            let messages: Vec<Value> = posted
+                .iter()
+                .rev()
+                .filter(|p| p.channel == channel && p.thread_ts.is_none())
+                .take(limit)
+                .map(|p| {
+                    let mut m = json!({ "type": "message", "user": "U0BOT", "bot_id": "B0BOT", "text": texts.get(&p.ts).cloned().unwrap_or_default(), "ts": p.ts });
+                    if let (true, Some(md)) = (with_metadata, &p.metadata) {
+                        m["metadata"] = md.clone();
+                    }
+                    m
+                })
+                .collect();
+            json!({ "ok": true, "messages": messages, "has_more": false, "pin_count": 0, "response_metadata": { "next_cursor": "" } })
         }
         "chat.postEphemeral" => json!({ "ok": true, "message_ts": format!("1700000001.{:06}", s.next_ts.fetch_add(1, Ordering::SeqCst)) }),
         "users.info" => {
@@ -385,7 +440,7 @@ async fn api(State(s): State<Arc<Shared>>, Path(method): Path<String>, Query(que
         }
         _ => json!({ "ok": true }),
     };
-    record(&s, &method, args, 200, answer, None)
+    (200, answer, None)
 }
 
 fn record(s: &Shared, method: &str, args: HashMap<String, Value>, status: u16, answer: Value, ts: Option<String>) -> Response {

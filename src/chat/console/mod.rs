@@ -133,7 +133,7 @@ impl ChatPlatform for ConsoleChat {
         "console"
     }
 
-    async fn post(&self, channel: &str, msg: &OutMessage) -> Result<String, ChatError> {
+    async fn post(&self, _key: &str, channel: &str, msg: &OutMessage) -> Result<String, ChatError> {
         let id = self.new_id();
         self.remember(&id, &msg.text);
         self.show(Shown::Post { channel: channel.into(), id: id.clone(), text: msg.text.clone() });
@@ -146,7 +146,7 @@ impl ChatPlatform for ConsoleChat {
         Ok(())
     }
 
-    async fn reply(&self, channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError> {
+    async fn reply(&self, _key: &str, channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError> {
         let id = self.new_id();
         self.remember(&id, &msg.text);
         self.show(Shown::Reply { channel: channel.into(), thread: thread.into(), id: id.clone(), text: msg.text.clone() });

@@ -153,6 +153,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Splits a platform id `"<channel>/<message>"`.
+/// The `nonce` of the message stored under an outbox key: the same for every attempt at it, on
+/// every replica, and within the 25 characters Discord allows (the first 12 bytes of the key's
+/// SHA-256, in hex).
+fn nonce(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.as_bytes())[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn split_id(id: &str) -> Result<(&str, &str), ChatError> {
     id.split_once('/').ok_or_else(|| ChatError::Refused(format!("{id:?} is not a Discord message id of this bot (<channel>/<message>)")))
 }
@@ -250,10 +258,26 @@ impl DiscordPlatform {
         body
     }
 
-    async fn create_message(&self, channel: &str, msg: &OutMessage) -> Result<String, ChatError> {
-        let answer = self.rest.call(Method::POST, &format!("/channels/{channel}/messages"), Some(&self.body(msg)), Retry::Never).await?;
+    /// Creates the message stored under the outbox key `key`. Every attempt at it carries the
+    /// same `nonce` with `enforce_nonce`: when an earlier attempt was created but its answer was
+    /// lost (a timeout, a 5xx from a proxy, a replica killed before recording it), Discord
+    /// returns that message instead of creating a second one.
+    async fn create_message(&self, key: Option<&str>, channel: &str, msg: &OutMessage) -> Result<String, ChatError> {
+        let mut body = self.body(msg);
+        if let Some(key) = key {
+            body["nonce"] = json!(nonce(key));
+            body["enforce_nonce"] = json!(true);
+        }
+        let answer = self.rest.call(Method::POST, &format!("/channels/{channel}/messages"), Some(&body), Retry::Never).await?;
         let id = answer.body["id"].as_str().ok_or_else(|| ChatError::Unavailable("Discord answered a new message without its id".into()))?;
         Ok(format!("{channel}/{id}"))
+    }
+
+    /// A direct message to `user` (the message stored under `key`, when it comes from the outbox).
+    async fn direct_message(&self, key: Option<&str>, user: &str, msg: &OutMessage) -> Result<(), ChatError> {
+        let dm = self.rest.call(Method::POST, "/users/@me/channels", Some(&json!({ "recipient_id": user })), Retry::Some(2)).await?;
+        let channel = dm.body["id"].as_str().ok_or_else(|| ChatError::Unavailable("Discord opened a DM without its id".into()))?.to_string();
+        self.create_message(key, &channel, msg).await.map(|_| ())
     }
 
     /// Starts the thread of a message (once: an existing one is fine).
@@ -452,8 +476,8 @@ impl ChatPlatform for DiscordPlatform {
     }
 
     #[tracing::instrument(skip(self, msg))]
-    async fn post(&self, channel: &str, msg: &OutMessage) -> Result<String, ChatError> {
-        self.create_message(channel, msg).await
+    async fn post(&self, key: &str, channel: &str, msg: &OutMessage) -> Result<String, ChatError> {
+        self.create_message(Some(key), channel, msg).await
     }
 
     #[tracing::instrument(skip(self, msg))]
@@ -464,26 +488,24 @@ impl ChatPlatform for DiscordPlatform {
 
     /// In the thread started from the message (started with the first reply).
     #[tracing::instrument(skip(self, msg))]
-    async fn reply(&self, _channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError> {
+    async fn reply(&self, key: &str, _channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError> {
         let (channel, message) = split_id(thread)?;
         self.ensure_thread(channel, message, msg).await?;
-        self.create_message(message, msg).await
+        self.create_message(Some(key), message, msg).await
     }
 
     /// Discord has no message only one person sees outside an interaction: without one, the
     /// person gets a direct message.
     #[tracing::instrument(skip(self, msg))]
     async fn ephemeral(&self, _channel: &str, user: &str, msg: &OutMessage) -> Result<(), ChatError> {
-        let dm = self.rest.call(Method::POST, "/users/@me/channels", Some(&json!({ "recipient_id": user })), Retry::Some(2)).await?;
-        let channel = dm.body["id"].as_str().ok_or_else(|| ChatError::Unavailable("Discord opened a DM without its id".into()))?.to_string();
-        self.create_message(&channel, msg).await.map(|_| ())
+        self.direct_message(None, user, msg).await
     }
 
     /// The answer to a command: the deferred interaction's response, edited (only its author sees
     /// it). When the interaction is unknown here (this replica did not receive it, or it is older
     /// than its 15-minute token), a direct message.
-    async fn private_reply(&self, key: &str, channel: &str, user: &str, msg: &OutMessage) -> Result<(), ChatError> {
-        let Some((token, age)) = self.interaction_token(key).await else { return self.ephemeral(channel, user, msg).await };
+    async fn private_reply(&self, key: &str, _channel: &str, user: &str, msg: &OutMessage) -> Result<(), ChatError> {
+        let Some((token, age)) = self.interaction_token(key).await else { return self.direct_message(Some(key), user, msg).await };
         let mut body = self.body(msg);
         body["flags"] = json!(EPHEMERAL);
         let path = format!("/webhooks/{}/{token}/messages/@original", self.application_id);
@@ -492,7 +514,7 @@ impl ChatPlatform for DiscordPlatform {
             // or the callback) has not reached Discord yet. The outbox tries again shortly.
             Err(ChatError::Refused(e)) if e.contains("HTTP 404") && age < ANSWER_GRACE => Err(ChatError::Unavailable(format!("the interaction is not answered yet: {e}"))),
             // The token is gone: say it directly.
-            Err(ChatError::Refused(e)) if e.contains("HTTP 404") => self.ephemeral(channel, user, msg).await,
+            Err(ChatError::Refused(e)) if e.contains("HTTP 404") => self.direct_message(Some(key), user, msg).await,
             other => other.map(|_| ()),
         }
     }
@@ -540,6 +562,15 @@ impl ChatPlatform for DiscordPlatform {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nonce_is_the_same_for_a_key_different_across_keys_and_short_enough() {
+        let a = nonce("progress:42");
+        assert_eq!(a, nonce("progress:42"));
+        assert_ne!(a, nonce("progress:43"));
+        assert_eq!(a.len(), 24);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+    }
 
     #[test]
     fn emoji_map_both_ways() {

@@ -37,6 +37,12 @@ const NAME_TTL: Duration = Duration::from_secs(3600);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slack's limit for one section block's text.
 const SECTION_MAX: usize = 3000;
+/// The `event_type` of the metadata every new message carries: its outbox key, by which a post
+/// whose answer was lost is found again (`find_post`).
+const METADATA_EVENT: &str = "deploybot_message";
+/// How many of a channel's latest messages `find_post` reads (one `conversations.history`
+/// page): the post it looks for is at most a few retries old.
+const FIND_LOOKBACK: u16 = 100;
 
 type Members = Arc<HashSet<String>>;
 
@@ -113,8 +119,9 @@ impl SlackPlatform {
         SlackMessageContent::new().with_text(msg.text.clone()).with_blocks(blocks)
     }
 
-    async fn post_message(&self, channel: &str, thread: Option<&str>, msg: &OutMessage) -> Result<String, ChatError> {
-        let mut req = SlackApiChatPostMessageRequest::new(channel.into(), Self::content(msg));
+    async fn post_message(&self, key: &str, channel: &str, thread: Option<&str>, msg: &OutMessage) -> Result<String, ChatError> {
+        let metadata = SlackMessageMetadata { event_type: METADATA_EVENT.into(), event_payload: Some(HashMap::from([("key".to_string(), key.to_string())])) };
+        let mut req = SlackApiChatPostMessageRequest::new(channel.into(), Self::content(msg).with_metadata(metadata));
         if let Some(ts) = thread {
             req = req.with_thread_ts(ts.into());
         }
@@ -216,8 +223,22 @@ impl ChatPlatform for SlackPlatform {
     }
 
     #[tracing::instrument(skip(self, msg))]
-    async fn post(&self, channel: &str, msg: &OutMessage) -> Result<String, ChatError> {
-        self.post_message(channel, None, msg).await
+    async fn post(&self, key: &str, channel: &str, msg: &OutMessage) -> Result<String, ChatError> {
+        self.post_message(key, channel, None, msg).await
+    }
+
+    /// The channel's latest messages (`conversations.history`, which needs the `channels:history`
+    /// scope, `groups:history` in private channels), searched for the metadata `post` gave the
+    /// message. Thread replies are not searched.
+    #[tracing::instrument(skip(self))]
+    async fn find_post(&self, key: &str, channel: &str) -> Result<Option<String>, ChatError> {
+        let req = SlackApiConversationsHistoryRequest::new().with_channel(channel.into()).with_limit(FIND_LOOKBACK).with_include_all_metadata(true);
+        let session = self.client.open_session(&self.bot_token);
+        let res = call(session.conversations_history(&req)).await?;
+        let ours = |m: &SlackHistoryMessage| {
+            m.content.metadata.as_ref().is_some_and(|md| md.event_type == METADATA_EVENT && md.event_payload.as_ref().and_then(|p| p.get("key")).is_some_and(|k| k == key))
+        };
+        Ok(res.messages.iter().find(|m| ours(m)).map(|m| m.origin.ts.0.clone()))
     }
 
     #[tracing::instrument(skip(self, msg))]
@@ -228,8 +249,8 @@ impl ChatPlatform for SlackPlatform {
     }
 
     #[tracing::instrument(skip(self, msg))]
-    async fn reply(&self, channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError> {
-        self.post_message(channel, Some(thread), msg).await
+    async fn reply(&self, key: &str, channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError> {
+        self.post_message(key, channel, Some(thread), msg).await
     }
 
     #[tracing::instrument(skip(self, msg))]
