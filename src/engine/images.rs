@@ -18,12 +18,14 @@ impl Engine {
         let mut missing = Vec::new();
         let mut moved = Vec::new();
         let mut unknown = Vec::new();
+        // One read for every service (most versions were not released through the bot).
+        let mut released_digests = self.store.released_digests(version).await?;
         for service in &env.services {
             let image = self.image_of(service.as_str());
             if image.is_empty() {
                 continue;
             }
-            let released = self.store.released_digest(version, service.as_str()).await?;
+            let released = released_digests.remove(service.as_str());
             if !env.base.check_images && released.is_none() {
                 continue;
             }

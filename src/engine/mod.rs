@@ -62,6 +62,9 @@ pub struct Engine {
     me: std::sync::Weak<Engine>,
 }
 
+/// How long after a step boundary its progress render reads the store ([`Engine::announce_soon`]):
+/// boundaries closer together than this make one render. Far below the chat's one edit a second.
+const RENDER_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 /// How long a replica may hold an inbound event before another one handles it.
 const INBOUND_LEASE_MS: i64 = 30_000;
 /// Keeps the keys of private replies to events without an id apart.
@@ -602,6 +605,8 @@ impl Engine {
 
     /// Posts or edits the deployment's progress message from what the store holds.
     pub async fn announce(&self, id: i64) -> Result<()> {
+        // What it reads below is at least what a render still waiting for its turn would read.
+        self.renders_due.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
         let d = self.store.deployment(id).await?.context("deployment vanished")?;
         let steps = self.store.steps(id).await?;
         let services = self.store.deployment_services(id).await?;
@@ -621,10 +626,12 @@ impl Engine {
     }
 
     /// [`Engine::announce`] off the caller's path, for the pipeline's step boundaries: the render
-    /// runs in a task of its own, and a boundary reached while an earlier one's render is still
-    /// waiting to read the store adds nothing, since that render reads what this one would have.
-    /// Under load (hundreds of deployments at once) the renders a later one replaces are never
-    /// made; when idle, the task runs at once. The message never goes backwards: a render is
+    /// runs in a task of its own, [`RENDER_AFTER`] later, and a boundary reached while an earlier
+    /// one's render is still waiting to read the store adds nothing, since that render reads what
+    /// this one would have. Boundaries that follow each other closely (a step's end, the next
+    /// step's start, the state the deployment ends in, which [`Engine::announce`] renders at once
+    /// and so takes the waiting render's place) make one render, not one each: the chat edits
+    /// them once a second at most anyway. The message never goes backwards: a render is
     /// stored only if it was read from a later state than the stored one (`send_as_of`). A state
     /// a deployment ends in is announced with [`Engine::announce`], which the caller awaits, so
     /// the last render is written before the job is done.
@@ -634,8 +641,12 @@ impl Engine {
             return;
         }
         tokio::spawn(async move {
-            // From here on, a later boundary schedules a render of its own.
-            engine.renders_due.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+            tokio::time::sleep(RENDER_AFTER).await;
+            // From here on, a later boundary schedules a render of its own. Gone: a render made
+            // meanwhile read at least what this one would.
+            if !engine.renders_due.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id) {
+                return;
+            }
             if let Err(e) = engine.announce(id).await {
                 tracing::warn!(deployment = id, error = format!("{e:#}"), "could not render the progress message; the next step's render carries it");
             }

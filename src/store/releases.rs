@@ -236,6 +236,18 @@ impl Store {
         Ok(out)
     }
 
+    /// The digests the succeeded release of `version` recorded, by service (none: not released).
+    pub async fn released_digests(&self, version: &str) -> Result<HashMap<String, String>> {
+        let rows = sqlx::query(
+            "SELECT i.service, i.digest FROM releases r JOIN release_images i ON i.release_id = r.id \
+             WHERE r.version = $1 AND r.state = 'succeeded'",
+        )
+        .bind(version)
+        .fetch_all(self.db())
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
     /// The digest the succeeded release of `version` recorded for `service`, if any.
     pub async fn released_digest(&self, version: &str, service: &str) -> Result<Option<String>> {
         let row = sqlx::query(
