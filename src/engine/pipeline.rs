@@ -197,7 +197,9 @@ impl Engine {
         // A scheduled job takes the environment now; a hotfix rolling forward takes it over from a
         // failed rollback.
         let lock = Lock { env: d.env.clone(), kind: LockKind::Deployment, holder: d.requested_by.clone(), reason: format!("{} {}", d.short_id(), d.version), deployment_id: Some(d.id), created_at: self.now_ms() };
-        match self.store.try_lock(&lock).await? {
+        // Most jobs took the environment when they were requested: a read says so, no write.
+        let mine = self.store.lock(&d.env).await?.is_some_and(|held| held.deployment_id == Some(d.id));
+        match if mine { Ok(()) } else { self.store.try_lock(&lock).await? } {
             Ok(()) => {}
             Err(held) if held.deployment_id == Some(d.id) => {}
             Err(held) => match self.stuck_holder(&held).await? {
