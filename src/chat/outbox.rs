@@ -206,7 +206,14 @@ impl Outbox {
                 continue;
             }
             if self.store.outbox_in_flight(now_ms()).await? == 0 {
-                return Ok(());
+                // Another deliverer may have just posted what a message here waited for (a post
+                // earlier in its channel, its thread): one more look before calling it done.
+                if self.deliver_ready().await? > 0 {
+                    continue;
+                }
+                if self.store.outbox_in_flight(now_ms()).await? == 0 {
+                    return Ok(());
+                }
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
