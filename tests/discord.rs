@@ -332,6 +332,18 @@ fn progress_of(discord: &FakeDiscord, channel: &str, id: i64, version: &str, env
     discord.messages_in(channel).into_iter().find(|m| m.content.contains(&format!("#{id} {version} → {env}")) && !m.content.contains("Approval needed"))
 }
 
+/// Waits for deployment `id`'s progress message in `channel`.
+async fn wait_progress(discord: &FakeDiscord, channel: &str, id: i64, version: &str, env: &str, timeout: Duration) -> discord_support::StoredMessage {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(p) = progress_of(discord, channel, id, version, env) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "no progress message");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `/deploy v1.0.0 prod` → a private "requested" answer → the approval message, with ✅ and ❌
 /// added by the bot → the requester's and a non-approver's reactions are ignored (said once in
 /// the thread) → an approver through a role approves → the progress message is edited through
@@ -536,14 +548,7 @@ async fn a_429_storm_delays_messages_without_losing_or_duplicating_any() {
     bot.command(ALICE, STAGING, "deploy", opts(&[("version", json!("v1.0.0")), ("env", json!("stg"))])).await;
     let id = bot.latest().await;
     bot.wait_state(id, &[DeploymentState::Succeeded], LONG + injected).await;
-    let deadline = Instant::now() + LONG + injected;
-    let progress = loop {
-        if let Some(p) = progress_of(discord, STAGING, id, "v1.0.0", "staging") {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "no progress message");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let progress = wait_progress(discord, STAGING, id, "v1.0.0", "staging", LONG + injected).await;
     discord.wait_for_text(&progress.id, "succeeded", LONG + injected).await;
     assert_conformant(&bot).await;
 
@@ -581,14 +586,7 @@ async fn a_message_whose_answer_was_lost_is_not_posted_twice() {
     bot.command(ALICE, STAGING, "deploy", opts(&[("version", json!("v1.0.0")), ("env", json!("stg"))])).await;
     let id = bot.latest().await;
     bot.wait_state(id, &[DeploymentState::Succeeded], LONG).await;
-    let deadline = Instant::now() + LONG;
-    let progress = loop {
-        if let Some(p) = progress_of(discord, STAGING, id, "v1.0.0", "staging") {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "no progress message");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let progress = wait_progress(discord, STAGING, id, "v1.0.0", "staging", LONG).await;
     discord.wait_for_text(&progress.id, "succeeded", LONG).await;
     assert_conformant(&bot).await;
 

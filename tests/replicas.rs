@@ -210,8 +210,12 @@ async fn send(http: &reqwest::Client, bases: &[String], signing: &str, mut r: Re
     r
 }
 
+fn ephemeral_calls<'a>(calls: &'a [Call], user: &str) -> Vec<&'a Call> {
+    calls.iter().filter(|c| c.method == "chat.postEphemeral" && c.ok() && c.arg("user") == Some(user)).collect()
+}
+
 fn ephemerals_to(calls: &[Call], user: &str) -> Vec<String> {
-    calls.iter().filter(|c| c.method == "chat.postEphemeral" && c.ok() && c.arg("user") == Some(user)).map(|c| c.text().to_string()).collect()
+    ephemeral_calls(calls, user).into_iter().map(|c| c.text().to_string()).collect()
 }
 
 /// The posted (not threaded) progress message of a deployment.
@@ -408,8 +412,8 @@ async fn three_replicas_on_one_postgres_survive_a_sigkill_under_a_thousand_reque
     // deliverer has one call in flight, so at most one (a post or a private reply).
     let mut lost_to_the_kill: BTreeMap<String, String> = BTreeMap::new();
     for r in &accepted {
-        let mut replies = ephemerals_to(&calls, &r.user);
-        let copies: Vec<&Call> = calls.iter().filter(|c| c.method == "chat.postEphemeral" && c.ok() && c.arg("user") == Some(r.user.as_str())).collect();
+        let copies = ephemeral_calls(&calls, &r.user);
+        let mut replies: Vec<String> = copies.iter().map(|c| c.text().to_string()).collect();
         if copies.len() == 2 && copies[0].text() == copies[1].text() && in_kill_window(copies[0]) {
             lost_to_the_kill.insert(format!("{:?} before the kill", killed_at.duration_since(copies[0].at)), format!("the reply to request {}", r.i));
             replies.remove(0);

@@ -77,7 +77,6 @@ pub trait ChatPlatform: Send + Sync {
     async fn post(&self, key: &str, channel: &str, msg: &OutMessage) -> Result<String, ChatError>;
     /// Replaces the text of a message the bot posted.
     async fn edit(&self, channel: &str, id: &str, msg: &OutMessage) -> Result<(), ChatError>;
-    /// Replies in the thread of message `thread`; returns the reply's id.
     /// The message an earlier attempt at the post stored under `key` may have made in `channel`
     /// without the bot learning its id (the answer was lost, or the replica making it died):
     /// its id, when the platform can find it. The outbox asks before posting again a message
@@ -85,7 +84,8 @@ pub trait ChatPlatform: Send + Sync {
     async fn find_post(&self, _key: &str, _channel: &str) -> Result<Option<String>, ChatError> {
         Ok(None)
     }
-    /// `key` as for [`ChatPlatform::post`].
+    /// Replies in the thread of message `thread`; returns the reply's id. `key` as for
+    /// [`ChatPlatform::post`].
     async fn reply(&self, key: &str, channel: &str, thread: &str, msg: &OutMessage) -> Result<String, ChatError>;
     /// A message only `user` sees.
     async fn ephemeral(&self, channel: &str, user: &str, msg: &OutMessage) -> Result<(), ChatError>;

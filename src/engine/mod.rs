@@ -595,10 +595,6 @@ impl Engine {
 
     // ------------------------------------------------------------------------------ messages
 
-    fn progress_key(id: i64) -> String {
-        crate::store::progress_key(id)
-    }
-
     fn approval_key(id: i64) -> String {
         format!("deployment:{id}:approval")
     }
@@ -621,7 +617,7 @@ impl Engine {
         let finished = steps.iter().filter(|s| s.finished_at.is_some()).count();
         let as_of = crate::store::progress_as_of(d.rev, steps.len(), finished);
         self.outbox
-            .send_as_of(Draft { key: &Self::progress_key(id), channel: &channel, thread_key: None, deployment_id: Some(id), alert_id: None, purpose: "progress", text: &text }, as_of)
+            .send_as_of(Draft { key: &crate::store::progress_key(id), channel: &channel, thread_key: None, deployment_id: Some(id), alert_id: None, purpose: "progress", text: &text }, as_of)
             .await
     }
 
@@ -675,7 +671,7 @@ impl Engine {
             .send(Draft {
                 key: &format!("deployment:{}:{key_suffix}", d.id),
                 channel: &channel,
-                thread_key: Some(&Self::progress_key(d.id)),
+                thread_key: Some(&crate::store::progress_key(d.id)),
                 deployment_id: Some(d.id),
                 alert_id: None,
                 purpose: "thread",

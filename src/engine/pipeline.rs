@@ -198,8 +198,11 @@ impl Engine {
         // failed rollback.
         let lock = Lock { env: d.env.clone(), kind: LockKind::Deployment, holder: d.requested_by.clone(), reason: format!("{} {}", d.short_id(), d.version), deployment_id: Some(d.id), created_at: self.now_ms() };
         // Most jobs took the environment when they were requested: a read says so, no write.
-        let mine = self.store.lock(&d.env).await?.is_some_and(|held| held.deployment_id == Some(d.id));
-        match if mine { Ok(()) } else { self.store.try_lock(&lock).await? } {
+        let taken = match self.store.lock(&d.env).await? {
+            Some(held) if held.deployment_id == Some(d.id) => Ok(()),
+            _ => self.store.try_lock(&lock).await?,
+        };
+        match taken {
             Ok(()) => {}
             Err(held) if held.deployment_id == Some(d.id) => {}
             Err(held) => match self.stuck_holder(&held).await? {

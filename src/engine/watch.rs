@@ -270,7 +270,7 @@ impl WatchSink<'_> {
             .send(Draft {
                 key: &format!("deployment:{}:alert:{id}", d.id),
                 channel: &channel,
-                thread_key: Some(&Engine::progress_key(d.id)),
+                thread_key: Some(&crate::store::progress_key(d.id)),
                 deployment_id: Some(d.id),
                 alert_id: Some(id),
                 purpose: "alert",

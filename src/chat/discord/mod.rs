@@ -152,7 +152,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Splits a platform id `"<channel>/<message>"`.
 /// The `nonce` of the message stored under an outbox key: the same for every attempt at it, on
 /// every replica, and within the 25 characters Discord allows (the first 12 bytes of the key's
 /// SHA-256, in hex).
@@ -161,6 +160,7 @@ fn nonce(key: &str) -> String {
     Sha256::digest(key.as_bytes())[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Splits a platform id `"<channel>/<message>"`.
 fn split_id(id: &str) -> Result<(&str, &str), ChatError> {
     id.split_once('/').ok_or_else(|| ChatError::Refused(format!("{id:?} is not a Discord message id of this bot (<channel>/<message>)")))
 }
