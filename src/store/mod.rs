@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result};
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row, TransactionManager};
 
 use crate::model::*;
 
@@ -37,12 +37,186 @@ pub enum Dialect {
 
 #[derive(Clone)]
 pub struct Store {
-    /// Reads (and on PostgreSQL everything).
-    pool: AnyPool,
-    /// SQLite: the one connection every write goes through (the same pool as `pool` on
-    /// PostgreSQL and for an in-memory database). See [`Routed`].
-    writer: AnyPool,
+    conns: Conns,
     dialect: Dialect,
+}
+
+/// The connections statements run on.
+#[derive(Clone)]
+enum Conns {
+    /// PostgreSQL: a pool, which replaces a connection a server restart cut.
+    Pool(AnyPool),
+    /// SQLite: connections opened once and kept. A pooled connection costs a second round trip
+    /// to its worker thread each time it goes back to the pool (sqlx pings it then), and the
+    /// single writer was unavailable to the next write until that ping had come back: with 500
+    /// deployments at once that ping was a fifth of every deployment's overhead. A SQLite
+    /// connection is an open file nothing outside can break, so it needs neither the ping nor
+    /// the pool's replacement of broken connections.
+    Held(std::sync::Arc<Held>),
+}
+
+impl std::fmt::Debug for Conns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Conns::Pool(pool) => f.debug_tuple("Pool").field(pool).finish(),
+            Conns::Held(held) => f.debug_struct("Held").field("readers", &held.readers.len()).finish(),
+        }
+    }
+}
+
+struct Held {
+    /// The one connection every write goes through (see [`Routed`]).
+    writer: tokio::sync::Mutex<Option<AnyConnection>>,
+    /// Connections for reads; none for an in-memory database, whose data belongs to the one
+    /// connection that made it (reads then use the writer).
+    readers: Vec<tokio::sync::Mutex<Option<AnyConnection>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// A held SQLite connection, locked for one statement or transaction.
+pub(crate) struct HeldConn<'a>(tokio::sync::MutexGuard<'a, Option<AnyConnection>>);
+
+impl std::ops::Deref for HeldConn<'_> {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        self.0.as_ref().expect("a closed connection is refused when locked")
+    }
+}
+
+impl std::ops::DerefMut for HeldConn<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        self.0.as_mut().expect("a closed connection is refused when locked")
+    }
+}
+
+impl Held {
+    /// Waits for a connection as long as the pool did for one, and refuses once the store is
+    /// closed, with the errors the pool gave, so [`is_unavailable`] reads them the same.
+    async fn lock(m: &tokio::sync::Mutex<Option<AnyConnection>>) -> Result<HeldConn<'_>, sqlx::Error> {
+        let guard = tokio::time::timeout(SQLITE_ACQUIRE_TIMEOUT, m.lock()).await.map_err(|_| sqlx::Error::PoolTimedOut)?;
+        if guard.is_none() {
+            return Err(sqlx::Error::PoolClosed);
+        }
+        Ok(HeldConn(guard))
+    }
+
+    async fn writer(&self) -> Result<HeldConn<'_>, sqlx::Error> {
+        Self::lock(&self.writer).await
+    }
+
+    /// A free reader if there is one, else a wait for the next in turn.
+    async fn reader(&self) -> Result<HeldConn<'_>, sqlx::Error> {
+        let n = self.readers.len();
+        if n == 0 {
+            return self.writer().await;
+        }
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..n {
+            if let Ok(guard) = self.readers[(start + i) % n].try_lock() {
+                if guard.is_none() {
+                    return Err(sqlx::Error::PoolClosed);
+                }
+                return Ok(HeldConn(guard));
+            }
+        }
+        Self::lock(&self.readers[start % n]).await
+    }
+
+    async fn close(&self) {
+        for m in std::iter::once(&self.writer).chain(&self.readers) {
+            if let Some(conn) = m.lock().await.take() {
+                let _ = conn.close().await;
+            }
+        }
+    }
+}
+
+/// The writer, held for several statements (see [`Store::write_conn`]).
+pub(crate) enum WriteConn<'a> {
+    Pool(sqlx::pool::PoolConnection<sqlx::Any>),
+    Held(HeldConn<'a>),
+}
+
+impl std::ops::Deref for WriteConn<'_> {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            WriteConn::Pool(c) => c,
+            WriteConn::Held(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for WriteConn<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            WriteConn::Pool(c) => c,
+            WriteConn::Held(c) => c,
+        }
+    }
+}
+
+/// A write transaction (see [`Store::begin`]); dropped without `commit`, it rolls back.
+pub(crate) enum WriteTx<'a> {
+    Pool(sqlx::Transaction<'static, sqlx::Any>),
+    Held(HeldTx<'a>),
+}
+
+pub(crate) struct HeldTx<'a> {
+    conn: HeldConn<'a>,
+    open: bool,
+}
+
+impl Drop for HeldTx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // Queued on the connection's worker ahead of whatever the next holder sends.
+            <sqlx::Any as sqlx::Database>::TransactionManager::start_rollback(&mut self.conn);
+        }
+    }
+}
+
+impl WriteTx<'_> {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            WriteTx::Pool(tx) => tx.commit().await,
+            WriteTx::Held(mut tx) => {
+                <sqlx::Any as sqlx::Database>::TransactionManager::commit(&mut tx.conn).await?;
+                tx.open = false;
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            WriteTx::Pool(tx) => tx.rollback().await,
+            WriteTx::Held(mut tx) => {
+                <sqlx::Any as sqlx::Database>::TransactionManager::rollback(&mut tx.conn).await?;
+                tx.open = false;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            WriteTx::Pool(tx) => tx,
+            WriteTx::Held(tx) => &tx.conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for WriteTx<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            WriteTx::Pool(tx) => tx,
+            WriteTx::Held(tx) => &mut tx.conn,
+        }
+    }
 }
 
 /// Where a statement runs. SQLite lets one connection write at a time; a second writer waits in
@@ -52,8 +226,7 @@ pub struct Store {
 /// writer connection instead, and reads use the others (WAL: readers never wait for the writer).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Routed<'c> {
-    read: &'c AnyPool,
-    write: &'c AnyPool,
+    conns: &'c Conns,
 }
 
 /// Whether `sql` may write (then it goes to the writer connection).
@@ -78,7 +251,25 @@ impl<'c> sqlx::Executor<'c> for Routed<'c> {
         'c: 'e,
         E: 'q + sqlx::Execute<'q, Self::Database>,
     {
-        if writes(query.sql()) { self.write.fetch_many(query) } else { self.read.fetch_many(query) }
+        use futures_util::StreamExt;
+        match self.conns {
+            Conns::Pool(pool) => pool.fetch_many(query),
+            Conns::Held(held) => {
+                let write = writes(query.sql());
+                // The results are gathered while the connection is held (no statement of the bot
+                // streams a large result), then handed out.
+                Box::pin(
+                    futures_util::stream::once(async move {
+                        let items: Vec<_> = match if write { held.writer().await } else { held.reader().await } {
+                            Ok(mut conn) => (&mut *conn).fetch_many(query).collect().await,
+                            Err(e) => vec![Err(e)],
+                        };
+                        futures_util::stream::iter(items)
+                    })
+                    .flatten(),
+                )
+            }
+        }
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> futures_util::future::BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>>
@@ -86,7 +277,16 @@ impl<'c> sqlx::Executor<'c> for Routed<'c> {
         'c: 'e,
         E: 'q + sqlx::Execute<'q, Self::Database>,
     {
-        if writes(query.sql()) { self.write.fetch_optional(query) } else { self.read.fetch_optional(query) }
+        match self.conns {
+            Conns::Pool(pool) => pool.fetch_optional(query),
+            Conns::Held(held) => {
+                let write = writes(query.sql());
+                Box::pin(async move {
+                    let mut conn = if write { held.writer().await? } else { held.reader().await? };
+                    (&mut *conn).fetch_optional(query).await
+                })
+            }
+        }
     }
 
     fn prepare_with<'e, 'q: 'e>(
@@ -97,14 +297,26 @@ impl<'c> sqlx::Executor<'c> for Routed<'c> {
     where
         'c: 'e,
     {
-        if writes(sql) { self.write.prepare_with(sql, parameters) } else { self.read.prepare_with(sql, parameters) }
+        match self.conns {
+            Conns::Pool(pool) => pool.prepare_with(sql, parameters),
+            Conns::Held(held) => Box::pin(async move {
+                let mut conn = if writes(sql) { held.writer().await? } else { held.reader().await? };
+                (&mut *conn).prepare_with(sql, parameters).await
+            }),
+        }
     }
 
     fn describe<'e, 'q: 'e>(self, sql: &'q str) -> futures_util::future::BoxFuture<'e, Result<sqlx::Describe<Self::Database>, sqlx::Error>>
     where
         'c: 'e,
     {
-        self.read.describe(sql)
+        match self.conns {
+            Conns::Pool(pool) => pool.describe(sql),
+            Conns::Held(held) => Box::pin(async move {
+                let mut conn = held.reader().await?;
+                (&mut *conn).describe(sql).await
+            }),
+        }
     }
 }
 
@@ -205,20 +417,14 @@ impl Store {
         // An in-memory SQLite database belongs to its connection: a second connection would see an
         // empty database without the migrations, and a recycled one would lose the data.
         let in_memory = dialect == Dialect::Sqlite && (expanded.contains(":memory:") || expanded.contains("mode=memory"));
-        let options = if in_memory {
-            AnyPoolOptions::new().max_connections(1).idle_timeout(None).max_lifetime(None)
-        } else {
-            AnyPoolOptions::new().max_connections(max)
+        let options = match dialect {
+            Dialect::Sqlite => AnyPoolOptions::new().max_connections(1).idle_timeout(None).max_lifetime(None),
+            Dialect::Postgres => AnyPoolOptions::new().max_connections(max),
         };
         let timeout = if dialect == Dialect::Postgres { PG_ACQUIRE_TIMEOUT } else { SQLITE_ACQUIRE_TIMEOUT };
         let open = |options: AnyPoolOptions| {
             options
                 .acquire_timeout(timeout)
-                // A pooled SQLite connection is an open file: nothing outside can break it, so the
-                // round trip to its worker thread that sqlx's check before each use costs buys
-                // nothing (it was half the thread hand-offs of every statement). A PostgreSQL
-                // connection can be cut by a server restart, and keeps the check.
-                .test_before_acquire(dialect == Dialect::Postgres)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if dialect == Dialect::Sqlite {
@@ -232,21 +438,31 @@ impl Store {
         };
         let unreachable = || format!("cannot open the store at {} (no connection within {})", describe_url(&expanded), humantime::format_duration(timeout));
         let pool = open(options).await.with_context(unreachable)?;
-        // SQLite writes go through one connection of their own (see `Routed`).
-        let writer = if dialect == Dialect::Sqlite && !in_memory {
-            open(AnyPoolOptions::new().max_connections(1)).await.with_context(unreachable)?
-        } else {
-            pool.clone()
+        let conns = match dialect {
+            Dialect::Postgres => Conns::Pool(pool),
+            Dialect::Sqlite => {
+                // The pool only opens them (with the PRAGMAs above); each is detached and kept.
+                // SQLite writes go through one connection of their own (see `Routed`).
+                let take = || async { Ok::<_, anyhow::Error>(Some(pool.acquire().await.with_context(unreachable)?.detach())) };
+                let writer = tokio::sync::Mutex::new(take().await?);
+                let mut readers = Vec::new();
+                if !in_memory {
+                    for _ in 0..max {
+                        readers.push(tokio::sync::Mutex::new(take().await?));
+                    }
+                }
+                Conns::Held(std::sync::Arc::new(Held { writer, readers, next: Default::default() }))
+            }
         };
-        let store = Store { pool, writer, dialect };
+        let store = Store { conns, dialect };
         store.migrate().await?;
         Ok(store)
     }
 
     pub async fn migrate(&self) -> Result<()> {
-        match self.dialect {
-            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.writer).await,
-            Dialect::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await,
+        match &self.conns {
+            Conns::Held(held) => sqlx::migrate!("migrations/sqlite").run(&mut *held.writer().await?).await,
+            Conns::Pool(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
         }
         .context("failed to apply the store's migrations")
     }
@@ -254,16 +470,28 @@ impl Store {
     /// A write transaction. SQLite's default (deferred) transaction starts as a reader and fails
     /// with SQLITE_BUSY_SNAPSHOT when it tries to write after another connection wrote; taking
     /// the write lock up front makes it wait (busy_timeout) instead.
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.dialect {
-            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin().await?,
+    pub(crate) async fn begin(&self) -> Result<WriteTx<'_>> {
+        Ok(match &self.conns {
+            Conns::Held(held) => {
+                let mut conn = held.writer().await?;
+                <sqlx::Any as sqlx::Database>::TransactionManager::begin(&mut conn, Some("BEGIN IMMEDIATE".into())).await?;
+                WriteTx::Held(HeldTx { conn, open: true })
+            }
+            Conns::Pool(pool) => WriteTx::Pool(pool.begin().await?),
+        })
+    }
+
+    /// The connection writes go through, for several statements in a row outside a transaction.
+    pub(crate) async fn write_conn(&self) -> Result<WriteConn<'_>> {
+        Ok(match &self.conns {
+            Conns::Held(held) => WriteConn::Held(held.writer().await?),
+            Conns::Pool(pool) => WriteConn::Pool(pool.acquire().await?),
         })
     }
 
     /// Where a query runs: reads on the pool, writes on the writer (the same on PostgreSQL).
     pub(crate) fn db(&self) -> Routed<'_> {
-        Routed { read: &self.pool, write: &self.writer }
+        Routed { conns: &self.conns }
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -277,8 +505,10 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
-        self.writer.close().await;
+        match &self.conns {
+            Conns::Pool(pool) => pool.close().await,
+            Conns::Held(held) => held.close().await,
+        }
     }
 
     // ----------------------------------------------------------------------------- deployments
@@ -1098,7 +1328,7 @@ impl Store {
     // ----------------------------------------------------------------------------- audit
 
     pub async fn audit(&self, at: Millis, actor: &str, action: &str, env: Option<&str>, deployment_id: Option<i64>, detail: Option<&str>) -> Result<()> {
-        let mut conn = self.writer.acquire().await?;
+        let mut conn = self.write_conn().await?;
         audit_in(&mut conn, at, actor, action, env, deployment_id, detail).await
     }
 

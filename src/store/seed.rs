@@ -245,8 +245,8 @@ impl Store {
     /// scans need not visit the table), as a database that has run for a while has them.
     pub async fn analyze(&self) -> Result<()> {
         match self.dialect {
-            Dialect::Sqlite => self.writer.execute("ANALYZE").await?,
-            Dialect::Postgres => self.pool.execute("VACUUM ANALYZE").await?,
+            Dialect::Sqlite => self.db().execute("ANALYZE").await?,
+            Dialect::Postgres => self.db().execute("VACUUM ANALYZE").await?,
         };
         Ok(())
     }
@@ -268,7 +268,7 @@ fn placeholders(rows: usize, cols: usize) -> String {
 }
 
 async fn flush(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut super::WriteTx<'_>,
     deployments: &mut Vec<DeploymentRow>,
     steps: &mut Vec<StepRow>,
     services: &mut Vec<ServiceRow>,
