@@ -1621,7 +1621,65 @@ fn lock_from_row(r: &AnyRow) -> Result<Lock> {
 
 #[cfg(test)]
 mod tests {
-    use super::writes;
+    use super::{audit_in, is_unavailable, writes, Store};
+
+    async fn file_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("bot.db").display())).await.unwrap();
+        (dir, store)
+    }
+
+    async fn actions(store: &Store) -> Vec<String> {
+        store.audit_by("alice").await.unwrap().into_iter().map(|(_, action, _)| action).collect()
+    }
+
+    #[tokio::test]
+    async fn a_transaction_dropped_uncommitted_leaves_nothing_and_the_writer_serves_the_next() {
+        let (_dir, store) = file_store().await;
+        let mut tx = store.begin().await.unwrap();
+        audit_in(&mut tx, 1, "alice", "abandoned", None, None, None).await.unwrap();
+        drop(tx);
+        let mut tx = store.begin().await.unwrap();
+        audit_in(&mut tx, 2, "alice", "kept", None, None, None).await.unwrap();
+        tx.commit().await.unwrap();
+        store.audit(3, "alice", "after", None, None, None).await.unwrap();
+        // Read through the reader connections: what the writer committed, and nothing else.
+        assert_eq!(actions(&store).await, ["kept", "after"]);
+    }
+
+    #[tokio::test]
+    async fn a_writer_whose_task_is_aborted_mid_transaction_is_rolled_back_and_free() {
+        let (_dir, store) = file_store().await;
+        let (began, wrote) = tokio::sync::oneshot::channel();
+        let task = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.unwrap();
+                audit_in(&mut tx, 1, "alice", "aborted", None, None, None).await.unwrap();
+                began.send(()).unwrap();
+                std::future::pending::<()>().await;
+                tx.commit().await.unwrap();
+            })
+        };
+        wrote.await.unwrap();
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        let mut tx = tokio::time::timeout(std::time::Duration::from_secs(5), store.begin()).await.expect("the writer was freed").unwrap();
+        audit_in(&mut tx, 2, "alice", "next", None, None, None).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(actions(&store).await, ["next"]);
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_refuses_reads_and_writes_as_unavailable() {
+        let (_dir, store) = file_store().await;
+        store.audit(1, "alice", "before", None, None, None).await.unwrap();
+        store.close().await;
+        let read = store.audit_by("alice").await.unwrap_err();
+        let write = store.audit(2, "alice", "after", None, None, None).await.unwrap_err();
+        assert!(is_unavailable(&read), "{read:#}");
+        assert!(is_unavailable(&write), "{write:#}");
+    }
 
     #[test]
     fn statements_that_may_write_go_to_the_writer() {
