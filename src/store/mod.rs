@@ -76,6 +76,16 @@ struct Held {
 /// A held SQLite connection, locked for one statement or transaction.
 pub(crate) struct HeldConn<'a>(tokio::sync::MutexGuard<'a, Option<AnyConnection>>);
 
+impl<'a> HeldConn<'a> {
+    /// Refuses a connection the store's `close` took, with the error a closed pool gave.
+    fn open(guard: tokio::sync::MutexGuard<'a, Option<AnyConnection>>) -> Result<Self, sqlx::Error> {
+        if guard.is_none() {
+            return Err(sqlx::Error::PoolClosed);
+        }
+        Ok(HeldConn(guard))
+    }
+}
+
 impl std::ops::Deref for HeldConn<'_> {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
@@ -94,10 +104,7 @@ impl Held {
     /// closed, with the errors the pool gave, so [`is_unavailable`] reads them the same.
     async fn lock(m: &tokio::sync::Mutex<Option<AnyConnection>>) -> Result<HeldConn<'_>, sqlx::Error> {
         let guard = tokio::time::timeout(SQLITE_ACQUIRE_TIMEOUT, m.lock()).await.map_err(|_| sqlx::Error::PoolTimedOut)?;
-        if guard.is_none() {
-            return Err(sqlx::Error::PoolClosed);
-        }
-        Ok(HeldConn(guard))
+        HeldConn::open(guard)
     }
 
     async fn writer(&self) -> Result<HeldConn<'_>, sqlx::Error> {
@@ -113,13 +120,19 @@ impl Held {
         let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for i in 0..n {
             if let Ok(guard) = self.readers[(start + i) % n].try_lock() {
-                if guard.is_none() {
-                    return Err(sqlx::Error::PoolClosed);
-                }
-                return Ok(HeldConn(guard));
+                return HeldConn::open(guard);
             }
         }
         Self::lock(&self.readers[start % n]).await
+    }
+
+    /// The writer for a statement that may write, else a reader.
+    async fn for_sql(&self, sql: &str) -> Result<HeldConn<'_>, sqlx::Error> {
+        if writes(sql) {
+            self.writer().await
+        } else {
+            self.reader().await
+        }
     }
 
     async fn close(&self) {
@@ -127,31 +140,6 @@ impl Held {
             if let Some(conn) = m.lock().await.take() {
                 let _ = conn.close().await;
             }
-        }
-    }
-}
-
-/// The writer, held for several statements (see [`Store::write_conn`]).
-pub(crate) enum WriteConn<'a> {
-    Pool(sqlx::pool::PoolConnection<sqlx::Any>),
-    Held(HeldConn<'a>),
-}
-
-impl std::ops::Deref for WriteConn<'_> {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
-        match self {
-            WriteConn::Pool(c) => c,
-            WriteConn::Held(c) => c,
-        }
-    }
-}
-
-impl std::ops::DerefMut for WriteConn<'_> {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        match self {
-            WriteConn::Pool(c) => c,
-            WriteConn::Held(c) => c,
         }
     }
 }
@@ -255,12 +243,11 @@ impl<'c> sqlx::Executor<'c> for Routed<'c> {
         match self.conns {
             Conns::Pool(pool) => pool.fetch_many(query),
             Conns::Held(held) => {
-                let write = writes(query.sql());
                 // The results are gathered while the connection is held (no statement of the bot
                 // streams a large result), then handed out.
                 Box::pin(
                     futures_util::stream::once(async move {
-                        let items: Vec<_> = match if write { held.writer().await } else { held.reader().await } {
+                        let items: Vec<_> = match held.for_sql(query.sql()).await {
                             Ok(mut conn) => (&mut *conn).fetch_many(query).collect().await,
                             Err(e) => vec![Err(e)],
                         };
@@ -279,13 +266,10 @@ impl<'c> sqlx::Executor<'c> for Routed<'c> {
     {
         match self.conns {
             Conns::Pool(pool) => pool.fetch_optional(query),
-            Conns::Held(held) => {
-                let write = writes(query.sql());
-                Box::pin(async move {
-                    let mut conn = if write { held.writer().await? } else { held.reader().await? };
-                    (&mut *conn).fetch_optional(query).await
-                })
-            }
+            Conns::Held(held) => Box::pin(async move {
+                let mut conn = held.for_sql(query.sql()).await?;
+                (&mut *conn).fetch_optional(query).await
+            }),
         }
     }
 
@@ -300,7 +284,7 @@ impl<'c> sqlx::Executor<'c> for Routed<'c> {
         match self.conns {
             Conns::Pool(pool) => pool.prepare_with(sql, parameters),
             Conns::Held(held) => Box::pin(async move {
-                let mut conn = if writes(sql) { held.writer().await? } else { held.reader().await? };
+                let mut conn = held.for_sql(sql).await?;
                 (&mut *conn).prepare_with(sql, parameters).await
             }),
         }
@@ -415,10 +399,11 @@ impl Store {
             Dialect::Postgres => (expanded.clone(), 10),
         };
         // An in-memory SQLite database belongs to its connection: a second connection would see an
-        // empty database without the migrations, and a recycled one would lose the data.
+        // empty database without the migrations, so it gets no readers.
         let in_memory = dialect == Dialect::Sqlite && (expanded.contains(":memory:") || expanded.contains("mode=memory"));
         let options = match dialect {
-            Dialect::Sqlite => AnyPoolOptions::new().max_connections(1).idle_timeout(None).max_lifetime(None),
+            // Only opens the connections (with the PRAGMAs below), which are detached and held.
+            Dialect::Sqlite => AnyPoolOptions::new().max_connections(1),
             Dialect::Postgres => AnyPoolOptions::new().max_connections(max),
         };
         let timeout = if dialect == Dialect::Postgres { PG_ACQUIRE_TIMEOUT } else { SQLITE_ACQUIRE_TIMEOUT };
@@ -441,7 +426,6 @@ impl Store {
         let conns = match dialect {
             Dialect::Postgres => Conns::Pool(pool),
             Dialect::Sqlite => {
-                // The pool only opens them (with the PRAGMAs above); each is detached and kept.
                 // SQLite writes go through one connection of their own (see `Routed`).
                 let take = || async { Ok::<_, anyhow::Error>(Some(pool.acquire().await.with_context(unreachable)?.detach())) };
                 let writer = tokio::sync::Mutex::new(take().await?);
@@ -478,14 +462,6 @@ impl Store {
                 WriteTx::Held(HeldTx { conn, open: true })
             }
             Conns::Pool(pool) => WriteTx::Pool(pool.begin().await?),
-        })
-    }
-
-    /// The connection writes go through, for several statements in a row outside a transaction.
-    pub(crate) async fn write_conn(&self) -> Result<WriteConn<'_>> {
-        Ok(match &self.conns {
-            Conns::Held(held) => WriteConn::Held(held.writer().await?),
-            Conns::Pool(pool) => WriteConn::Pool(pool.acquire().await?),
         })
     }
 
@@ -553,7 +529,7 @@ impl Store {
             return deployment_from_row(&existing);
         };
         let dep = deployment_from_row(&row)?;
-        audit_in(&mut tx, now, &d.requested_by, &format!("created:{}", d.state), Some(&d.env), Some(dep.id), None).await?;
+        audit_in(&mut *tx, now, &d.requested_by, &format!("created:{}", d.state), Some(&d.env), Some(dep.id), None).await?;
         tx.commit().await?;
         Ok(dep)
     }
@@ -630,11 +606,11 @@ impl Store {
         let mut tx = self.begin().await?;
         let done = q.execute(&mut *tx).await.context("failed to record a state change")?.rows_affected() == 1;
         if done {
-            audit_in(&mut tx, now, actor, &format!("state:{to}"), None, Some(id), patch.error.as_deref()).await?;
+            audit_in(&mut *tx, now, actor, &format!("state:{to}"), None, Some(id), patch.error.as_deref()).await?;
             if patch.release_lock {
                 let released = sqlx::query("DELETE FROM locks WHERE kind = 'deployment' AND deployment_id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
                 if released > 0 {
-                    audit_in(&mut tx, now, "deploybot", "unlock:deployment", None, Some(id), None).await?;
+                    audit_in(&mut *tx, now, "deploybot", "unlock:deployment", None, Some(id), None).await?;
                 }
             }
         }
@@ -1093,7 +1069,7 @@ impl Store {
             .await?
             .rows_affected();
         if n == 1 {
-            audit_in(&mut tx, now, actor, "resolved", None, Some(id), Some(resolution)).await?;
+            audit_in(&mut *tx, now, actor, "resolved", None, Some(id), Some(resolution)).await?;
         }
         tx.commit().await?;
         Ok(n == 1)
@@ -1328,8 +1304,7 @@ impl Store {
     // ----------------------------------------------------------------------------- audit
 
     pub async fn audit(&self, at: Millis, actor: &str, action: &str, env: Option<&str>, deployment_id: Option<i64>, detail: Option<&str>) -> Result<()> {
-        let mut conn = self.write_conn().await?;
-        audit_in(&mut conn, at, actor, action, env, deployment_id, detail).await
+        audit_in(self.db(), at, actor, action, env, deployment_id, detail).await
     }
 
     /// What one person did (or was refused), oldest first: time, action, detail.
@@ -1455,8 +1430,9 @@ impl Store {
     }
 }
 
-async fn audit_in(
-    conn: &mut sqlx::AnyConnection,
+/// Records an audit entry through `conn`: a transaction's connection, or [`Store::db`].
+async fn audit_in<'c>(
+    conn: impl Executor<'c, Database = sqlx::Any>,
     at: Millis,
     actor: &str,
     action: &str,
@@ -1471,7 +1447,7 @@ async fn audit_in(
         .bind(env.map(str::to_string))
         .bind(deployment_id)
         .bind(detail.map(crate::secrets::redact))
-        .execute(&mut *conn)
+        .execute(conn)
         .await
         .context("failed to write the audit log")?;
     Ok(())
@@ -1637,10 +1613,10 @@ mod tests {
     async fn a_transaction_dropped_uncommitted_leaves_nothing_and_the_writer_serves_the_next() {
         let (_dir, store) = file_store().await;
         let mut tx = store.begin().await.unwrap();
-        audit_in(&mut tx, 1, "alice", "abandoned", None, None, None).await.unwrap();
+        audit_in(&mut *tx, 1, "alice", "abandoned", None, None, None).await.unwrap();
         drop(tx);
         let mut tx = store.begin().await.unwrap();
-        audit_in(&mut tx, 2, "alice", "kept", None, None, None).await.unwrap();
+        audit_in(&mut *tx, 2, "alice", "kept", None, None, None).await.unwrap();
         tx.commit().await.unwrap();
         store.audit(3, "alice", "after", None, None, None).await.unwrap();
         // Read through the reader connections: what the writer committed, and nothing else.
@@ -1655,7 +1631,7 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 let mut tx = store.begin().await.unwrap();
-                audit_in(&mut tx, 1, "alice", "aborted", None, None, None).await.unwrap();
+                audit_in(&mut *tx, 1, "alice", "aborted", None, None, None).await.unwrap();
                 began.send(()).unwrap();
                 std::future::pending::<()>().await;
                 tx.commit().await.unwrap();
@@ -1665,7 +1641,7 @@ mod tests {
         task.abort();
         assert!(task.await.unwrap_err().is_cancelled());
         let mut tx = tokio::time::timeout(std::time::Duration::from_secs(5), store.begin()).await.expect("the writer was freed").unwrap();
-        audit_in(&mut tx, 2, "alice", "next", None, None, None).await.unwrap();
+        audit_in(&mut *tx, 2, "alice", "next", None, None, None).await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(actions(&store).await, ["next"]);
     }

@@ -244,10 +244,11 @@ impl Store {
     /// Refreshes the planner's statistics (`ANALYZE`; on PostgreSQL also `VACUUM`, so index-only
     /// scans need not visit the table), as a database that has run for a while has them.
     pub async fn analyze(&self) -> Result<()> {
-        match self.dialect {
-            Dialect::Sqlite => self.db().execute("ANALYZE").await?,
-            Dialect::Postgres => self.db().execute("VACUUM ANALYZE").await?,
+        let sql = match self.dialect {
+            Dialect::Sqlite => "ANALYZE",
+            Dialect::Postgres => "VACUUM ANALYZE",
         };
+        self.db().execute(sql).await?;
         Ok(())
     }
 }
